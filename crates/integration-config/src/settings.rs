@@ -273,6 +273,12 @@ pub struct RetentionSettings {
 }
 
 impl InstanceUrl {
+    /// Validates an instance address as configuration loading does: https (or http on loopback), a Dynamics host,
+    /// no path. The error says what is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        crate::validate::parse_instance_url(text)
+    }
+
     /// The instance root, e.g. `https://hlf.crm4.dynamics.com/`.
     pub fn as_url(&self) -> &Url {
         &self.0

@@ -1,0 +1,476 @@
+//! `$batch`: many operations in one request (one request against the service-protection limit), with every part's
+//! answer mapped back to the operation that caused it, and a batch size that adapts to throttling.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use uuid::Uuid;
+
+use crate::client::{Call, DynamicsClient};
+use crate::error::{Error, Result, from_response};
+use crate::write::{AlternateKey, TableWriter, UpsertMode, Written, written_from};
+use field_mapping::Row;
+
+/// The most operations Dataverse accepts in one batch.
+pub const MAX_BATCH_OPERATIONS: usize = 1000;
+
+/// One operation for [`DynamicsClient::execute_batch`], built by a [`TableWriter`] so the write guard has checked it.
+#[derive(Debug, Clone)]
+pub struct BatchOperation(pub(crate) Call);
+
+/// How a batch treats failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchMode {
+    /// Every operation runs; each has its own result (`Prefer: odata.continue-on-error`).
+    ContinueOnError,
+    /// Dataverse's default: the batch stops at the first failure; later operations are not executed.
+    StopOnError,
+    /// All operations in one change set: all succeed or none is applied.
+    Atomic,
+}
+
+/// The answer to one operation of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PartResult {
+    /// The operation ran and Dynamics answered with this status.
+    Answered {
+        /// The HTTP status of the part.
+        status: u16,
+        /// The part's headers.
+        headers: HeaderMap,
+        /// The part's body.
+        body: Bytes,
+    },
+    /// The operation never ran: an earlier one failed and the batch stopped.
+    NotExecuted,
+}
+
+/// The batch-size controller: starts small, doubles while Dynamics is not throttling, halves on a 429 or when a
+/// batch runs long (execution time counts against the service-protection limit).
+#[derive(Debug, Clone)]
+pub struct BatchSizer {
+    size: usize,
+    max: usize,
+    slow: Duration,
+}
+
+impl BatchSizer {
+    /// A controller starting at `initial` operations and never exceeding `max` (itself at most 1,000).
+    pub fn new(initial: usize, max: usize) -> Self {
+        let max = max.clamp(1, MAX_BATCH_OPERATIONS);
+        BatchSizer {
+            size: initial.clamp(1, max),
+            max,
+            slow: Duration::from_secs(30),
+        }
+    }
+
+    /// The next batch's size.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Adjusts after a batch: `throttled` when any 429 was seen while it ran, `ran` its duration.
+    pub fn record(&mut self, throttled: bool, ran: Duration) {
+        if throttled || ran >= self.slow {
+            self.size = (self.size / 2).max(1);
+        } else {
+            self.size = (self.size * 2).min(self.max);
+        }
+    }
+}
+
+impl PartResult {
+    /// The error this part answered with, if it failed.
+    pub fn error(&self) -> Option<Error> {
+        match self {
+            PartResult::Answered { status, body, .. } if *status >= 400 => Some(from_response(*status, body)),
+            PartResult::Answered { .. } => None,
+            PartResult::NotExecuted => Some(Error::Service {
+                status: 424,
+                code: String::new(),
+                message: "not executed: an earlier operation in the batch failed".to_owned(),
+            }),
+        }
+    }
+}
+
+impl DynamicsClient {
+    /// Sends up to 1,000 operations as one `$batch` (one request against the service-protection limit) and returns
+    /// one result per operation, in order.
+    pub async fn execute_batch(&self, operations: &[BatchOperation], mode: BatchMode) -> Result<Vec<PartResult>> {
+        let calls: Vec<Call> = operations.iter().map(|op| op.0.clone()).collect();
+        self.batch(&calls, mode).await
+    }
+
+    pub(crate) async fn batch(&self, calls: &[Call], mode: BatchMode) -> Result<Vec<PartResult>> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        if calls.len() > MAX_BATCH_OPERATIONS {
+            return Err(Error::Service {
+                status: 400,
+                code: String::new(),
+                message: format!(
+                    "a batch holds at most {MAX_BATCH_OPERATIONS} operations, not {}",
+                    calls.len()
+                ),
+            });
+        }
+        let boundary = format!("batch_{}", Uuid::new_v4());
+        let body = build_batch_body(calls, &boundary, mode == BatchMode::Atomic);
+        let mut call = Call::new(Method::POST, self.url("$batch")?);
+        call.headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_str(&format!("multipart/mixed; boundary=\"{boundary}\""))
+                .map_err(|e| Error::decode("the batch boundary", e))?,
+        );
+        if mode == BatchMode::ContinueOnError {
+            call = call.header("prefer", "odata.continue-on-error");
+        }
+        call.body = Some(Bytes::from(body));
+        let answer = self.send(&call).await?;
+        let content_type = answer
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let parts = parse_multipart(content_type, &answer.body)?;
+        Ok(map_results(parts, calls.len(), mode == BatchMode::Atomic))
+    }
+}
+
+impl TableWriter {
+    /// An upsert to send in a batch; the write guard checks it now.
+    pub fn upsert_operation(&self, key: &AlternateKey, body: &Row, mode: UpsertMode) -> Result<BatchOperation> {
+        self.upsert_call(key, body, mode).map(BatchOperation)
+    }
+
+    /// Reads a successful batch part's answer as a write result.
+    pub fn written_from_part(&self, part: &PartResult) -> Result<Written> {
+        match part {
+            PartResult::Answered { status, headers, body } if *status < 400 => {
+                Ok(written_from(*status, headers, body, &self.primary_id))
+            }
+            failed => Err(failed.error().unwrap_or(Error::Service {
+                status: 0,
+                code: String::new(),
+                message: "unknown batch part result".to_owned(),
+            })),
+        }
+    }
+
+    /// Upserts many rows in batches that adapt their size, returning one result per row in order. A row that fails
+    /// does not stop the others (`continue-on-error`); a whole batch that fails (throttled beyond the retry budget,
+    /// unreachable) fails each of its rows with that error's message.
+    pub async fn upsert_many(
+        &self,
+        rows: &[(AlternateKey, Row)],
+        mode: UpsertMode,
+        sizer: &mut BatchSizer,
+    ) -> Vec<Result<Written>> {
+        let mut results = Vec::with_capacity(rows.len());
+        let mut rest = rows;
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(sizer.size().min(rest.len()));
+            rest = tail;
+            let mut calls = Vec::with_capacity(chunk.len());
+            let mut slots = Vec::with_capacity(chunk.len());
+            for (key, body) in chunk {
+                match self.upsert_call(key, body, mode) {
+                    Ok(call) => {
+                        slots.push(Ok(calls.len()));
+                        calls.push(call);
+                    }
+                    Err(refused) => slots.push(Err(refused)),
+                }
+            }
+            let throttled_before = self.client.metrics().throttled;
+            let started = self.client.inner.clock.now();
+            let answered = self.client.batch(&calls, BatchMode::ContinueOnError).await;
+            let ran = self.client.inner.clock.now().saturating_duration_since(started);
+            sizer.record(self.client.metrics().throttled > throttled_before, ran);
+            for slot in slots {
+                results.push(match (slot, &answered) {
+                    (Err(refused), _) => Err(refused),
+                    (Ok(i), Ok(parts)) => self.written_from_part(&parts[i]),
+                    (Ok(_), Err(whole)) => Err(Error::Service {
+                        status: 0,
+                        code: String::new(),
+                        message: format!("the batch failed as a whole: {whole}"),
+                    }),
+                });
+            }
+        }
+        results
+    }
+}
+
+const CRLF: &str = "\r\n";
+
+fn build_batch_body(calls: &[Call], boundary: &str, atomic: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    if atomic {
+        let changeset = format!("changeset_{}", Uuid::new_v4());
+        push(
+            &mut out,
+            &format!("--{boundary}{CRLF}Content-Type: multipart/mixed; boundary=\"{changeset}\"{CRLF}{CRLF}"),
+        );
+        for (i, call) in calls.iter().enumerate() {
+            push(&mut out, &format!("--{changeset}{CRLF}"));
+            write_part(&mut out, call, Some(i + 1));
+        }
+        push(&mut out, &format!("--{changeset}--{CRLF}"));
+    } else {
+        for call in calls {
+            push(&mut out, &format!("--{boundary}{CRLF}"));
+            write_part(&mut out, call, None);
+        }
+    }
+    push(&mut out, &format!("--{boundary}--{CRLF}"));
+    out
+}
+
+fn push(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(text.as_bytes());
+}
+
+fn write_part(out: &mut Vec<u8>, call: &Call, content_id: Option<usize>) {
+    push(
+        out,
+        &format!("Content-Type: application/http{CRLF}Content-Transfer-Encoding: binary{CRLF}"),
+    );
+    if let Some(id) = content_id {
+        push(out, &format!("Content-ID: {id}{CRLF}"));
+    }
+    push(out, &format!("{CRLF}{} {} HTTP/1.1{CRLF}", call.method, call.url));
+    for (name, value) in &call.headers {
+        // Accept and OData version headers are set once on the batch; per part only what differs matters.
+        if name == http::header::ACCEPT || name.as_str().starts_with("odata-") {
+            continue;
+        }
+        push(out, &format!("{name}: {}{CRLF}", value.to_str().unwrap_or_default()));
+    }
+    push(out, CRLF);
+    if let Some(body) = &call.body {
+        out.extend_from_slice(body);
+    }
+    push(out, CRLF);
+}
+
+/// One parsed response part: an operation's answer, or a change set's answers.
+#[derive(Debug)]
+enum Part {
+    Single(PartResult),
+    ChangeSet(Vec<PartResult>),
+}
+
+/// Lines the parts up with the operations. In an atomic batch a failed change set answers with one error part in
+/// place of the set: that answer stands for every operation, none of which was applied.
+fn map_results(parts: Vec<Part>, expected: usize, atomic: bool) -> Vec<PartResult> {
+    if atomic
+        && let [Part::Single(result @ PartResult::Answered { status, .. })] = parts.as_slice()
+        && *status >= 400
+    {
+        return vec![result.clone(); expected];
+    }
+    let mut out = Vec::with_capacity(expected);
+    for part in parts {
+        match part {
+            Part::Single(result) => out.push(result),
+            Part::ChangeSet(results) => out.extend(results),
+        }
+    }
+    out.truncate(expected);
+    while out.len() < expected {
+        out.push(PartResult::NotExecuted);
+    }
+    out
+}
+
+/// Parses a multipart/mixed batch answer. Tolerates LF-only line endings and a missing final delimiter; anything
+/// else unreadable is an [`Error::Decode`], never a panic.
+fn parse_multipart(content_type: &str, body: &[u8]) -> Result<Vec<Part>> {
+    let boundary = boundary_of(content_type).ok_or_else(|| Error::Decode {
+        what: "a batch answer".to_owned(),
+        source: format!("its content type has no multipart boundary: {content_type:.100}").into(),
+    })?;
+    let mut parts = Vec::new();
+    for section in split_parts(body, boundary.as_bytes()) {
+        let (headers, content) = split_head(section);
+        let part_type = header_value(headers, "content-type").unwrap_or_default();
+        if part_type.to_ascii_lowercase().starts_with("multipart/mixed") {
+            let inner = parse_multipart(&part_type, content)?;
+            let results = inner
+                .into_iter()
+                .flat_map(|p| match p {
+                    Part::Single(r) => vec![r],
+                    Part::ChangeSet(rs) => rs,
+                })
+                .collect();
+            parts.push(Part::ChangeSet(results));
+        } else {
+            let result = parse_http_response(content)?;
+            parts.push(Part::Single(result));
+        }
+    }
+    Ok(parts)
+}
+
+fn boundary_of(content_type: &str) -> Option<String> {
+    content_type.split(';').map(str::trim).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| value.trim().trim_matches('"').to_owned())
+    })
+}
+
+/// The sections between `--boundary` delimiters, up to `--boundary--`.
+fn split_parts<'a>(body: &'a [u8], boundary: &[u8]) -> Vec<&'a [u8]> {
+    let mut delimiter = b"--".to_vec();
+    delimiter.extend_from_slice(boundary);
+    let mut sections = Vec::new();
+    let mut positions = Vec::new();
+    let mut from = 0;
+    while let Some(at) = find(&body[from..], &delimiter) {
+        positions.push(from + at);
+        from += at + delimiter.len();
+    }
+    for pair in positions.windows(2) {
+        let start = pair[0] + delimiter.len();
+        if body[start..].starts_with(b"--") {
+            break;
+        }
+        sections.push(trim_crlf(&body[start..pair[1]]));
+    }
+    if let Some(last) = positions.last() {
+        let start = last + delimiter.len();
+        if !body[start..].starts_with(b"--") {
+            let rest = trim_crlf(&body[start..]);
+            if !rest.is_empty() {
+                sections.push(rest);
+            }
+        }
+    }
+    sections
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn trim_crlf(mut bytes: &[u8]) -> &[u8] {
+    while let [b'\r' | b'\n', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    while let [rest @ .., b'\r' | b'\n'] = bytes {
+        bytes = rest;
+    }
+    bytes
+}
+
+/// Splits MIME part headers from the content at the first blank line.
+fn split_head(section: &[u8]) -> (&[u8], &[u8]) {
+    for separator in [&b"\r\n\r\n"[..], &b"\n\n"[..]] {
+        if let Some(at) = find(section, separator) {
+            return (&section[..at], &section[at + separator.len()..]);
+        }
+    }
+    (section, &[])
+}
+
+fn header_value(headers: &[u8], name: &str) -> Option<String> {
+    String::from_utf8_lossy(headers).lines().find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
+/// Parses `HTTP/1.1 204 No Content` + headers + body.
+fn parse_http_response(content: &[u8]) -> Result<PartResult> {
+    let mut header_storage = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut header_storage);
+    let head_len = match response.parse(content) {
+        Ok(httparse::Status::Complete(n)) => n,
+        // A part without the blank line after its headers: everything is head, nothing is body.
+        Ok(httparse::Status::Partial) => content.len(),
+        Err(e) => return Err(Error::decode("a batch part's status line", e)),
+    };
+    let status = response.code.ok_or_else(|| Error::Decode {
+        what: "a batch part".to_owned(),
+        source: "no status code".into(),
+    })?;
+    let mut headers = HeaderMap::new();
+    for header in response.headers.iter() {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(header.name.as_bytes()),
+            HeaderValue::from_bytes(header.value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    let body = trim_crlf(&content[head_len.min(content.len())..]);
+    Ok(PartResult::Answered {
+        status,
+        headers,
+        body: Bytes::copy_from_slice(body),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizer_grows_while_calm_and_halves_under_pressure() {
+        let mut sizer = BatchSizer::new(50, 1000);
+        sizer.record(false, Duration::from_secs(1));
+        assert_eq!(sizer.size(), 100);
+        for _ in 0..10 {
+            sizer.record(false, Duration::from_secs(1));
+        }
+        assert_eq!(sizer.size(), 1000);
+        sizer.record(true, Duration::from_secs(1));
+        assert_eq!(sizer.size(), 500);
+        sizer.record(false, Duration::from_secs(45));
+        assert_eq!(sizer.size(), 250);
+        let mut tiny = BatchSizer::new(1, 1);
+        tiny.record(true, Duration::ZERO);
+        assert_eq!(tiny.size(), 1);
+        assert_eq!(BatchSizer::new(5000, 5000).size(), 1000);
+    }
+
+    #[test]
+    fn boundaries_are_read_quoted_or_not() {
+        assert_eq!(
+            boundary_of("multipart/mixed; boundary=batchresponse_1").as_deref(),
+            Some("batchresponse_1")
+        );
+        assert_eq!(boundary_of("multipart/mixed;boundary=\"b 2\"").as_deref(), Some("b 2"));
+        assert_eq!(boundary_of("application/json"), None);
+    }
+
+    #[test]
+    fn garbage_answers_are_decode_errors_not_panics() {
+        for body in [
+            &b""[..],
+            b"--b\r\n",
+            b"--b\r\nnot http\r\n--b--",
+            b"--b\r\n\r\nHTTP/1.1 abc\r\n\r\n--b--",
+            b"\xff\xfe--b",
+        ] {
+            let result = parse_multipart("multipart/mixed; boundary=b", body);
+            if let Ok(parts) = &result {
+                // Anything that parses maps onto the expected count without panicking.
+                let _ = map_results(
+                    parts.iter().map(|_| Part::Single(PartResult::NotExecuted)).collect(),
+                    3,
+                    true,
+                );
+            }
+        }
+        assert!(parse_multipart("application/json", b"{}").is_err());
+    }
+}

@@ -1,0 +1,455 @@
+//! OData queries: `$select`, `$filter` with correctly quoted literals, `$orderby`, `$top`, and paging that follows
+//! `@odata.nextLink` exactly as returned, one page in memory at a time.
+
+use std::fmt;
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use futures::stream::{self, Stream};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use url::Url;
+use uuid::Uuid;
+
+use crate::client::{Call, DynamicsClient};
+use crate::error::{Error, Result};
+
+/// A value in an OData expression, written in the form Dataverse expects.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Literal<'a> {
+    /// A string: single-quoted, with `'` doubled.
+    Text(&'a str),
+    /// A row id: bare.
+    Guid(Uuid),
+    /// A date: `2026-03-29`.
+    Date(NaiveDate),
+    /// An instant: `2026-03-29T01:00:00Z`.
+    DateTime(DateTime<Utc>),
+    /// A whole number.
+    Int(i64),
+    /// A decimal number.
+    Number(f64),
+    /// `true` or `false`.
+    Bool(bool),
+    /// `null`.
+    Null,
+}
+
+/// A `$filter` expression. Built from comparisons and combined with [`Filter::and`], [`Filter::or`] and
+/// [`Filter::not`]; every operand is parenthesised, so precedence never surprises.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter(String);
+
+/// Sort direction for `$orderby`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Ascending.
+    Asc,
+    /// Descending.
+    Desc,
+}
+
+/// A query of one table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    entity_set: String,
+    select: Vec<String>,
+    filter: Option<Filter>,
+    order_by: Vec<(String, Order)>,
+    top: Option<u32>,
+    count: bool,
+}
+
+/// One page of rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The rows, each with its `@odata.etag` when decoded as a [`crate::Row`].
+    pub rows: Vec<T>,
+    /// The total count, when the query asked for it.
+    pub count: Option<u64>,
+    /// The delta link, on the last page of a change-tracking read.
+    pub delta_link: Option<String>,
+}
+
+impl fmt::Display for Literal<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Literal::Text(text) => write!(f, "'{}'", text.replace('\'', "''")),
+            Literal::Guid(id) => write!(f, "{id}"),
+            Literal::Date(date) => write!(f, "{}", date.format("%Y-%m-%d")),
+            Literal::DateTime(at) => f.write_str(&at.to_rfc3339_opts(SecondsFormat::Secs, true)),
+            Literal::Int(n) => write!(f, "{n}"),
+            Literal::Number(n) if n.is_finite() => write!(f, "{n}"),
+            Literal::Number(_) => f.write_str("null"),
+            Literal::Bool(b) => write!(f, "{b}"),
+            Literal::Null => f.write_str("null"),
+        }
+    }
+}
+
+impl Filter {
+    fn compare(column: &str, op: &str, value: Literal<'_>) -> Filter {
+        Filter(format!("{column} {op} {value}"))
+    }
+
+    /// `column eq value`.
+    pub fn eq(column: &str, value: Literal<'_>) -> Filter {
+        Self::compare(column, "eq", value)
+    }
+
+    /// `column ne value`.
+    pub fn ne(column: &str, value: Literal<'_>) -> Filter {
+        Self::compare(column, "ne", value)
+    }
+
+    /// `column gt value`.
+    pub fn gt(column: &str, value: Literal<'_>) -> Filter {
+        Self::compare(column, "gt", value)
+    }
+
+    /// `column ge value`.
+    pub fn ge(column: &str, value: Literal<'_>) -> Filter {
+        Self::compare(column, "ge", value)
+    }
+
+    /// `column lt value`.
+    pub fn lt(column: &str, value: Literal<'_>) -> Filter {
+        Self::compare(column, "lt", value)
+    }
+
+    /// `column le value`.
+    pub fn le(column: &str, value: Literal<'_>) -> Filter {
+        Self::compare(column, "le", value)
+    }
+
+    /// `contains(column,'text')`.
+    pub fn contains(column: &str, text: &str) -> Filter {
+        Filter(format!("contains({column},{})", Literal::Text(text)))
+    }
+
+    /// `startswith(column,'text')`.
+    pub fn starts_with(column: &str, text: &str) -> Filter {
+        Filter(format!("startswith({column},{})", Literal::Text(text)))
+    }
+
+    /// `column eq v1 or column eq v2 ...`, for looking rows up by a set of keys. `None` for an empty set.
+    pub fn any_of<'a>(column: &str, values: impl IntoIterator<Item = Literal<'a>>) -> Option<Filter> {
+        values.into_iter().map(|v| Filter::eq(column, v)).reduce(Filter::or)
+    }
+
+    /// A configured expression, used as given (inside parentheses when combined).
+    pub fn raw(expression: impl Into<String>) -> Filter {
+        Filter(expression.into())
+    }
+
+    /// Both must hold.
+    pub fn and(self, other: Filter) -> Filter {
+        Filter(format!("({}) and ({})", self.0, other.0))
+    }
+
+    /// Either holds.
+    pub fn or(self, other: Filter) -> Filter {
+        Filter(format!("({}) or ({})", self.0, other.0))
+    }
+
+    /// Negation.
+    #[allow(clippy::should_implement_trait)]
+    pub fn not(self) -> Filter {
+        Filter(format!("not ({})", self.0))
+    }
+
+    /// The expression text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Query {
+    /// A query of every row of `entity_set`.
+    pub fn new(entity_set: &str) -> Self {
+        Query {
+            entity_set: entity_set.to_owned(),
+            select: Vec::new(),
+            filter: None,
+            order_by: Vec::new(),
+            top: None,
+            count: false,
+        }
+    }
+
+    /// The columns to return. Always select: Dataverse returns every column otherwise.
+    pub fn select<S: AsRef<str>>(mut self, columns: &[S]) -> Self {
+        self.select = columns.iter().map(|c| c.as_ref().to_owned()).collect();
+        self
+    }
+
+    /// Adds a filter; several are combined with `and`.
+    pub fn filter(mut self, filter: Filter) -> Self {
+        self.filter = Some(match self.filter.take() {
+            Some(existing) => existing.and(filter),
+            None => filter,
+        });
+        self
+    }
+
+    /// Adds a sort key.
+    pub fn order_by(mut self, column: &str, order: Order) -> Self {
+        self.order_by.push((column.to_owned(), order));
+        self
+    }
+
+    /// At most `n` rows in all. Dataverse ignores `$top` when a page size is requested, so `top` is sent without one.
+    pub fn top(mut self, n: u32) -> Self {
+        self.top = Some(n);
+        self
+    }
+
+    /// Ask for the total count (`$count=true`).
+    pub fn with_count(mut self) -> Self {
+        self.count = true;
+        self
+    }
+
+    /// The entity set queried.
+    pub fn entity_set(&self) -> &str {
+        &self.entity_set
+    }
+
+    /// Whether the query may be used with change tracking (no filter, order or top).
+    pub fn allows_change_tracking(&self) -> bool {
+        self.filter.is_none() && self.order_by.is_empty() && self.top.is_none()
+    }
+
+    /// The relative URL: `contacts?$select=...&$filter=...`.
+    pub fn to_relative_url(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.select.is_empty() {
+            parts.push(format!("$select={}", encode(&self.select.join(","))));
+        }
+        if let Some(filter) = &self.filter {
+            parts.push(format!("$filter={}", encode(&filter.0)));
+        }
+        if !self.order_by.is_empty() {
+            let keys: Vec<String> = self
+                .order_by
+                .iter()
+                .map(|(c, o)| format!("{c} {}", if *o == Order::Asc { "asc" } else { "desc" }))
+                .collect();
+            parts.push(format!("$orderby={}", encode(&keys.join(","))));
+        }
+        if let Some(top) = self.top {
+            parts.push(format!("$top={top}"));
+        }
+        if self.count {
+            parts.push("$count=true".to_owned());
+        }
+        if parts.is_empty() {
+            self.entity_set.clone()
+        } else {
+            format!("{}?{}", self.entity_set, parts.join("&"))
+        }
+    }
+}
+
+/// Percent-encodes a value for a URL path segment such as `contacts(hlf_membernumber='1001')`: OData's own
+/// punctuation (quotes, parentheses, `=`, `,`) stays readable; everything else outside the unreserved set is escaped.
+pub(crate) fn encode_path(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~'()=,".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Percent-encodes a query value (spaces as `%20`, which every OData server reads as a space).
+pub(crate) fn encode(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+#[derive(Deserialize)]
+struct PageBody<T> {
+    value: Vec<T>,
+    #[serde(rename = "@odata.nextLink")]
+    next_link: Option<String>,
+    #[serde(rename = "@odata.deltaLink")]
+    delta_link: Option<String>,
+    #[serde(rename = "@odata.count")]
+    count: Option<u64>,
+}
+
+impl DynamicsClient {
+    /// Reads a query page by page. Each page is requested only when the previous one has been consumed, so memory
+    /// holds one page at a time; `@odata.nextLink` is followed exactly as returned.
+    pub fn pages<T>(&self, query: &Query) -> impl Stream<Item = Result<Page<T>>> + Send + use<T>
+    where
+        T: DeserializeOwned + Send + 'static,
+    {
+        let first = self.url(&query.to_relative_url());
+        let with_page_size = query.top.is_none();
+        self.page_stream(first, with_page_size, false)
+    }
+
+    /// Reads every row of a query as one list. Use only for small results; prefer [`DynamicsClient::pages`].
+    pub async fn all_rows<T>(&self, query: &Query) -> Result<Vec<T>>
+    where
+        T: DeserializeOwned + Send + 'static,
+    {
+        use futures::TryStreamExt;
+        let pages: Vec<Page<T>> = self.pages(query).try_collect().await?;
+        Ok(pages.into_iter().flat_map(|p| p.rows).collect())
+    }
+
+    pub(crate) fn page_stream<T>(
+        &self,
+        first: Result<Url>,
+        with_page_size: bool,
+        track_changes: bool,
+    ) -> impl Stream<Item = Result<Page<T>>> + Send + use<T>
+    where
+        T: DeserializeOwned + Send + 'static,
+    {
+        let client = self.clone();
+        stream::try_unfold(Some(first), move |next| {
+            let client = client.clone();
+            async move {
+                let Some(url) = next else { return Ok(None) };
+                let (page, next) = client.fetch_page::<T>(url?, with_page_size, track_changes).await?;
+                Ok(Some((page, next.map(Ok))))
+            }
+        })
+    }
+
+    pub(crate) async fn fetch_page<T: DeserializeOwned>(
+        &self,
+        url: Url,
+        with_page_size: bool,
+        track_changes: bool,
+    ) -> Result<(Page<T>, Option<Url>)> {
+        let mut prefer = Vec::new();
+        if track_changes {
+            prefer.push("odata.track-changes".to_owned());
+        }
+        if with_page_size {
+            prefer.push(format!("odata.maxpagesize={}", self.inner.page_size));
+        }
+        let mut call: Call = self.get(url);
+        if !prefer.is_empty() {
+            call = call.header("prefer", &prefer.join(","));
+        }
+        let answer = self.send(&call).await?;
+        let body: PageBody<T> = serde_json::from_slice(&answer.body)
+            .map_err(|e| Error::decode(format!("a page of {}", call.url.path()), e))?;
+        let next = match body.next_link {
+            Some(link) => Some(self.same_origin(&link)?),
+            None => None,
+        };
+        Ok((
+            Page {
+                rows: body.value,
+                count: body.count,
+                delta_link: body.delta_link,
+            },
+            next,
+        ))
+    }
+
+    /// Parses a link Dynamics returned and checks it points at the same instance, so the bearer token is never sent
+    /// elsewhere.
+    pub(crate) fn same_origin(&self, link: &str) -> Result<Url> {
+        let url = Url::parse(link).map_err(|e| Error::decode("a next or delta link", e))?;
+        if url.origin() != self.inner.api_base.origin() {
+            return Err(Error::Decode {
+                what: "a next or delta link".to_owned(),
+                source: format!(
+                    "the link points at another host ({})",
+                    url.origin().ascii_serialization()
+                )
+                .into(),
+            });
+        }
+        Ok(url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(filter: Filter, expected: &str) {
+        assert_eq!(filter.as_str(), expected);
+    }
+
+    #[test]
+    fn literals_are_quoted_as_odata_requires() {
+        check(
+            Filter::eq("lastname", Literal::Text("O'Brien")),
+            "lastname eq 'O''Brien'",
+        );
+        check(Filter::eq("lastname", Literal::Text("''")), "lastname eq ''''''");
+        check(
+            Filter::eq(
+                "contactid",
+                Literal::Guid(Uuid::parse_str("7c1c3f2e-5a8b-4e4e-9d0e-4b8f2a1c9e11").unwrap()),
+            ),
+            "contactid eq 7c1c3f2e-5a8b-4e4e-9d0e-4b8f2a1c9e11",
+        );
+        check(
+            Filter::ge(
+                "modifiedon",
+                Literal::DateTime("2026-03-29T01:00:00.250Z".parse().unwrap()),
+            ),
+            "modifiedon ge 2026-03-29T01:00:00Z",
+        );
+        check(
+            Filter::lt(
+                "hlf_certificationexpiry",
+                Literal::Date(NaiveDate::from_ymd_opt(2026, 1, 2).unwrap()),
+            ),
+            "hlf_certificationexpiry lt 2026-01-02",
+        );
+        check(Filter::ne("statecode", Literal::Int(1)), "statecode ne 1");
+        check(
+            Filter::eq("hlf_showonpublicsite", Literal::Bool(true)),
+            "hlf_showonpublicsite eq true",
+        );
+        check(Filter::eq("emailaddress1", Literal::Null), "emailaddress1 eq null");
+        check(Filter::eq("x", Literal::Number(1.5)), "x eq 1.5");
+        check(Filter::contains("lastname", "a'b"), "contains(lastname,'a''b')");
+        check(Filter::starts_with("firstname", "Å"), "startswith(firstname,'Å')");
+    }
+
+    #[test]
+    fn combinators_parenthesise_every_operand() {
+        let f = Filter::eq("a", Literal::Int(1))
+            .or(Filter::eq("b", Literal::Int(2)))
+            .and(Filter::raw("statecode eq 0").not());
+        check(f, "((a eq 1) or (b eq 2)) and (not (statecode eq 0))");
+        check(
+            Filter::any_of("k", [Literal::Text("1"), Literal::Text("2"), Literal::Text("3")]).unwrap(),
+            "((k eq '1') or (k eq '2')) or (k eq '3')",
+        );
+        assert_eq!(Filter::any_of("k", []), None);
+    }
+
+    #[test]
+    fn query_urls_are_percent_encoded() {
+        let query = Query::new("contacts")
+            .select(&["contactid", "lastname"])
+            .filter(Filter::eq("lastname", Literal::Text("Ødegård & Co + 1")))
+            .order_by("modifiedon", Order::Asc)
+            .with_count();
+        assert_eq!(
+            query.to_relative_url(),
+            "contacts?$select=contactid%2Clastname&$filter=lastname%20eq%20%27%C3%98deg%C3%A5rd%20%26%20Co%20%2B%201%27&$orderby=modifiedon%20asc&$count=true"
+        );
+        assert!(!query.allows_change_tracking());
+        assert!(Query::new("contacts").select(&["contactid"]).allows_change_tracking());
+        assert_eq!(Query::new("contacts").top(5).to_relative_url(), "contacts?$top=5");
+    }
+}
