@@ -1,0 +1,140 @@
+//! The connection pool, migrations, and conversions between Rust values and the portable column types.
+
+use std::str::FromStr;
+use std::sync::Once;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+
+use crate::error::{Context, Error, Result};
+
+/// The embedded migrations, shared by SQLite and PostgreSQL.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Which database a [`Store`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite: the embedded default (WAL mode).
+    Sqlite,
+    /// PostgreSQL: the production store.
+    Postgres,
+}
+
+/// The sync store: the app-side reference schema and the sync state in one database, SQLite or PostgreSQL. Cheap
+/// to clone; clones share the pool.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) pool: AnyPool,
+    pub(crate) backend: Backend,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://PATH`, created if missing, or `postgres://...`) and applies the migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        static DRIVERS: Once = Once::new();
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(Error::UnsupportedUrl);
+        };
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+            }
+            _ => url.to_owned(),
+        };
+        let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
+        options = match backend {
+            // SQLite allows one writer at a time; a small pool avoids needless lock waits.
+            Backend::Sqlite => options.max_connections(4).after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    Ok(())
+                })
+            }),
+            Backend::Postgres => options.max_connections(8),
+        };
+        let pool = options.connect(&url).await.doing("connecting to the database")?;
+        let store = Store { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies any migrations not yet applied. Safe to run from several processes at once.
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await.map_err(Error::Migrate)
+    }
+
+    /// The database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+pub(crate) fn ms(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+pub(crate) fn opt_ms(at: Option<DateTime<Utc>>) -> Option<i64> {
+    at.map(ms)
+}
+
+pub(crate) fn from_ms(value: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(value).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+pub(crate) fn date_text(date: NaiveDate) -> String {
+    date.format("%Y-%m-%d").to_string()
+}
+
+/// Column readers that name the table and column in errors.
+pub(crate) trait RowExt {
+    fn text(&self, column: &'static str) -> Result<String>;
+    fn opt_text(&self, column: &'static str) -> Result<Option<String>>;
+    fn int(&self, column: &'static str) -> Result<i64>;
+    fn opt_int(&self, column: &'static str) -> Result<Option<i64>>;
+    fn flag(&self, column: &'static str) -> Result<bool>;
+    fn at(&self, column: &'static str) -> Result<DateTime<Utc>> {
+        self.int(column).map(from_ms)
+    }
+    fn opt_at(&self, column: &'static str) -> Result<Option<DateTime<Utc>>> {
+        Ok(self.opt_int(column)?.map(from_ms))
+    }
+    fn opt_date(&self, table: &'static str, column: &'static str) -> Result<Option<NaiveDate>> {
+        self.opt_text(column)?
+            .map(|t| NaiveDate::from_str(&t).map_err(|_| Error::Corrupt { table, column }))
+            .transpose()
+    }
+}
+
+impl RowExt for AnyRow {
+    fn text(&self, column: &'static str) -> Result<String> {
+        self.try_get(column).doing(column)
+    }
+    fn opt_text(&self, column: &'static str) -> Result<Option<String>> {
+        self.try_get(column).doing(column)
+    }
+    fn int(&self, column: &'static str) -> Result<i64> {
+        self.try_get(column).doing(column)
+    }
+    fn opt_int(&self, column: &'static str) -> Result<Option<i64>> {
+        self.try_get(column).doing(column)
+    }
+    fn flag(&self, column: &'static str) -> Result<bool> {
+        // Flags are stored as 0/1 integers on both databases.
+        self.try_get::<i64, _>(column).map(|n| n != 0).doing(column)
+    }
+}

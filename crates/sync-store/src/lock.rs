@@ -1,0 +1,143 @@
+//! One run per organisation at a time, across processes and machines: a PostgreSQL advisory lock (released by the
+//! server when the holder's session ends, even if the process is killed), or on SQLite a lease row that expires.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::Any;
+use sqlx::pool::PoolConnection;
+
+use crate::db::{Backend, Store, ms};
+use crate::error::{Context, Result};
+
+/// A held run lock. Release it with [`RunLock::release`]; dropping it also releases it (on PostgreSQL by closing
+/// its session; on SQLite the lease simply expires).
+#[derive(Debug)]
+pub struct RunLock {
+    store: Store,
+    organisation_id: String,
+    holder: String,
+    connection: Option<PoolConnection<Any>>,
+}
+
+impl Store {
+    /// Tries to take the run lock of `organisation_id` for `holder` (a name for messages, e.g. host and pid). `None`
+    /// when another holder has it; the engine then waits or skips. `lease` bounds how long a SQLite lock outlives a
+    /// killed holder.
+    pub async fn try_lock(
+        &self,
+        organisation_id: &str,
+        holder: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<RunLock>> {
+        match self.backend {
+            Backend::Postgres => {
+                let mut connection = self
+                    .pool
+                    .acquire()
+                    .await
+                    .doing("taking a connection for the run lock")?;
+                // Dropping the connection closes the session, which releases the lock.
+                connection.close_on_drop();
+                let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(lock_key(organisation_id))
+                    .fetch_one(&mut *connection)
+                    .await
+                    .doing("taking the run lock")?;
+                Ok(taken.then(|| RunLock {
+                    store: self.clone(),
+                    organisation_id: organisation_id.to_owned(),
+                    holder: holder.to_owned(),
+                    connection: Some(connection),
+                }))
+            }
+            Backend::Sqlite => {
+                let expires = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(15));
+                let result = sqlx::query(
+                    "INSERT INTO run_lock (organisation_id, holder, acquired_at, expires_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (organisation_id) DO UPDATE
+                     SET holder = excluded.holder, acquired_at = excluded.acquired_at, expires_at = excluded.expires_at
+                     WHERE run_lock.expires_at < $3",
+                )
+                .bind(organisation_id)
+                .bind(holder)
+                .bind(ms(now))
+                .bind(ms(expires))
+                .execute(&self.pool)
+                .await
+                .doing("taking the run lock")?;
+                Ok((result.rows_affected() == 1).then(|| RunLock {
+                    store: self.clone(),
+                    organisation_id: organisation_id.to_owned(),
+                    holder: holder.to_owned(),
+                    connection: None,
+                }))
+            }
+        }
+    }
+
+    /// Who holds the SQLite lease of an organisation, for the "another run is in progress" message. PostgreSQL
+    /// advisory locks carry no holder name, so this is `None` there.
+    pub async fn lock_holder(&self, organisation_id: &str) -> Result<Option<String>> {
+        if self.backend == Backend::Postgres {
+            return Ok(None);
+        }
+        sqlx::query_scalar("SELECT holder FROM run_lock WHERE organisation_id = $1")
+            .bind(organisation_id)
+            .fetch_optional(&self.pool)
+            .await
+            .doing("reading the run lock")
+    }
+}
+
+impl RunLock {
+    /// Extends a SQLite lease; a no-op on PostgreSQL, whose lock lasts as long as the session.
+    pub async fn renew(&self, lease: Duration, now: DateTime<Utc>) -> Result<()> {
+        if self.connection.is_some() {
+            return Ok(());
+        }
+        let expires = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(15));
+        sqlx::query("UPDATE run_lock SET expires_at = $1 WHERE organisation_id = $2 AND holder = $3")
+            .bind(ms(expires))
+            .bind(&self.organisation_id)
+            .bind(&self.holder)
+            .execute(&self.store.pool)
+            .await
+            .doing("renewing the run lock")?;
+        Ok(())
+    }
+
+    /// Releases the lock.
+    pub async fn release(mut self) -> Result<()> {
+        match self.connection.take() {
+            Some(mut connection) => {
+                sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock($1)")
+                    .bind(lock_key(&self.organisation_id))
+                    .fetch_one(&mut *connection)
+                    .await
+                    .doing("releasing the run lock")?;
+                Ok(())
+            }
+            None => {
+                sqlx::query("DELETE FROM run_lock WHERE organisation_id = $1 AND holder = $2")
+                    .bind(&self.organisation_id)
+                    .bind(&self.holder)
+                    .execute(&self.store.pool)
+                    .await
+                    .doing("releasing the run lock")?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A stable 64-bit key for an organisation's advisory lock (FNV-1a, so every process computes the same key).
+fn lock_key(organisation_id: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in "hlf-dynamics-sync:".bytes().chain(organisation_id.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}

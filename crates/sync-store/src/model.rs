@@ -1,0 +1,437 @@
+//! The records the store reads and writes.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use field_mapping::AppRecord;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A peer mentor as the app records them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mentor {
+    /// The app's id.
+    pub id: String,
+    /// The organisation the mentor belongs to.
+    pub organisation_id: String,
+    /// The HLF member number: the alternate key of the Dynamics contact.
+    pub member_number: Option<String>,
+    /// Given name (Dynamics-owned by default).
+    pub given_name: Option<String>,
+    /// Family name (Dynamics-owned by default).
+    pub family_name: Option<String>,
+    /// Email (Dynamics-owned by default).
+    pub email: Option<String>,
+    /// Phone (Dynamics-owned by default).
+    pub phone: Option<String>,
+    /// The coordinator to notify when this mentor's certification cannot be synced.
+    pub coordinator_email: Option<String>,
+    /// The linked Dynamics contact.
+    pub dynamics_contact_id: Option<Uuid>,
+    /// When the app last changed the row.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A certification held by a mentor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certification {
+    /// The app's id.
+    pub id: String,
+    /// The mentor holding it.
+    pub mentor_id: String,
+    /// The kind of certification.
+    pub kind: String,
+    /// When it was issued.
+    pub issued_on: NaiveDate,
+    /// The last day it is valid (a calendar date in the organisation's time zone).
+    pub expires_on: NaiveDate,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// When the app last changed the row.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Membership data, written by the sync from Dynamics.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Membership {
+    /// Membership status (an app symbol of the mapping's options).
+    pub status: Option<String>,
+    /// Membership type.
+    pub membership_type: Option<String>,
+    /// Paid until.
+    pub paid_until: Option<NaiveDate>,
+    /// The contact's state in Dynamics (`active` / `inactive`).
+    pub contact_state: Option<String>,
+    /// Dynamics' `modifiedon` of the values.
+    pub source_modified_on: Option<DateTime<Utc>>,
+}
+
+/// A mentor with everything the sync needs about them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MentorSnapshot {
+    /// The mentor row.
+    pub mentor: Mentor,
+    /// Their certifications.
+    pub certifications: Vec<Certification>,
+    /// Their membership, once synced.
+    pub membership: Option<Membership>,
+}
+
+/// Where a paged read of changed mentors continues: after this change time and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeCursor {
+    /// The change time of the last mentor read.
+    pub changed_at: DateTime<Utc>,
+    /// Its id.
+    pub id: String,
+}
+
+/// Values the sync writes into the app from Dynamics. `None` leaves a field as it is; `Some(None)` clears it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PullUpdate {
+    /// Given name.
+    pub given_name: Option<Option<String>>,
+    /// Family name.
+    pub family_name: Option<Option<String>>,
+    /// Email.
+    pub email: Option<Option<String>>,
+    /// Phone.
+    pub phone: Option<Option<String>>,
+    /// Membership status.
+    pub membership_status: Option<Option<String>>,
+    /// Membership type.
+    pub membership_type: Option<Option<String>>,
+    /// Paid until.
+    pub paid_until: Option<Option<NaiveDate>>,
+    /// Contact state.
+    pub contact_state: Option<Option<String>>,
+    /// Dynamics' `modifiedon` of these values.
+    pub source_modified_on: Option<DateTime<Utc>>,
+}
+
+/// Which way a watermark or failure goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Dynamics to app.
+    Pull,
+    /// App to Dynamics.
+    Push,
+}
+
+/// How far one direction of one table has synced.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Watermark {
+    /// The last change time fully applied (Dynamics `modifiedon` for pull, app `updated_at` for push).
+    pub at: Option<DateTime<Utc>>,
+    /// The change-tracking delta link, when change tracking is used.
+    pub delta_link: Option<String>,
+    /// When the watermark was last moved.
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// A linked record and the values both sides last agreed on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    /// The organisation.
+    pub organisation_id: String,
+    /// The record kind (`mentor`).
+    pub record_kind: String,
+    /// The app row's id.
+    pub app_id: String,
+    /// The Dynamics row's id.
+    pub dynamics_id: Uuid,
+    /// The alternate key value (member number).
+    pub alternate_key: String,
+    /// The Dynamics row's etag when last read or written.
+    pub etag: Option<String>,
+    /// The shadow: app field to the last agreed value.
+    pub shadow: AppRecord,
+    /// Whether Dynamics shows the mentor as active or on the public site, as last pushed.
+    pub visible: bool,
+    /// The certification expiry last pushed, for the time rule.
+    pub expires_on: Option<NaiveDate>,
+    /// Dynamics' `modifiedon` when last read.
+    pub dynamics_modified_on: Option<DateTime<Utc>>,
+    /// When the link was last saved.
+    pub synced_at: DateTime<Utc>,
+}
+
+/// The kind of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunKind {
+    /// A sync in both directions.
+    Sync,
+    /// A reconcile (full compare).
+    Reconcile,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Still running (or killed before it could say otherwise).
+    Running,
+    /// Everything synced.
+    Succeeded,
+    /// The run completed but some records failed and were queued.
+    Partial,
+    /// The run failed as a whole (authentication, connectivity, schema drift before writing).
+    Failed,
+}
+
+/// Counts for one direction of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DirectionMetrics {
+    /// Records read.
+    pub read: u64,
+    /// Records written.
+    pub written: u64,
+    /// Records read that needed no write.
+    pub skipped: u64,
+    /// Records that failed and were queued.
+    pub failed: u64,
+    /// Conflicts found.
+    pub conflicts: u64,
+}
+
+/// What a run did; stored with the run and exposed as metrics.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RunMetrics {
+    /// Dynamics to app.
+    pub pull: DirectionMetrics,
+    /// App to Dynamics.
+    pub push: DirectionMetrics,
+    /// HTTP requests sent to Dynamics.
+    pub requests: u64,
+    /// Throttled (429) answers.
+    pub throttled: u64,
+    /// Retried requests.
+    pub retried: u64,
+    /// Milliseconds spent waiting for rate limits and backoff.
+    pub waited_ms: u64,
+    /// Wall time of the run in milliseconds.
+    pub duration_ms: u64,
+    /// Full resyncs forced by an expired delta token.
+    pub full_resyncs: u64,
+    /// Records and fields that differ between the two sides (reconcile runs).
+    pub divergence: Option<Divergence>,
+    /// Anything else worth keeping, by name.
+    #[serde(default)]
+    pub notes: BTreeMap<String, String>,
+}
+
+/// How far the two sides differ, from a reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Divergence {
+    /// Linked records compared.
+    pub records_compared: u64,
+    /// Records with at least one differing field.
+    pub records_differing: u64,
+    /// Differing fields in all.
+    pub fields_differing: u64,
+}
+
+/// One run in the run log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    /// The run's id.
+    pub id: String,
+    /// The organisation.
+    pub organisation_id: String,
+    /// Sync or reconcile.
+    pub kind: RunKind,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// How it ended.
+    pub status: RunStatus,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// What it did.
+    pub metrics: RunMetrics,
+}
+
+/// The state of a failed record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureState {
+    /// Retried on the next run.
+    Retrying,
+    /// Attempts are spent; waits for an admin to requeue or dismiss it.
+    Dead,
+    /// An admin dismissed it.
+    Dismissed,
+}
+
+/// A record that failed to sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedRecord {
+    /// The organisation.
+    pub organisation_id: String,
+    /// The record kind.
+    pub record_kind: String,
+    /// The app id (push) or alternate key (pull).
+    pub record_key: String,
+    /// Which way it failed.
+    pub direction: Direction,
+    /// The last error, in words an admin can act on.
+    pub error: String,
+    /// Runs it has failed in.
+    pub attempts: u32,
+    /// When it first failed.
+    pub first_failed_at: DateTime<Utc>,
+    /// When it last failed.
+    pub last_failed_at: DateTime<Utc>,
+    /// Retrying, dead or dismissed.
+    pub state: FailureState,
+}
+
+/// Which side a resolved conflict took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// The app's value.
+    App,
+    /// Dynamics' value.
+    Dynamics,
+}
+
+/// The state of a conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConflictState {
+    /// Waiting for an admin.
+    Open,
+    /// An admin picked a side; the next run (or an immediate apply) writes it.
+    Resolved(Side),
+    /// The resolution has been written.
+    Applied,
+}
+
+/// A shared field changed on both sides, held for an admin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conflict {
+    /// The conflict's id.
+    pub id: String,
+    /// The organisation.
+    pub organisation_id: String,
+    /// The record kind.
+    pub record_kind: String,
+    /// The app record.
+    pub app_id: String,
+    /// The app field.
+    pub field: String,
+    /// The last agreed value.
+    pub shadow_value: Option<field_mapping::AppValue>,
+    /// The app's value.
+    pub app_value: field_mapping::AppValue,
+    /// Dynamics' value.
+    pub dynamics_value: field_mapping::AppValue,
+    /// When the app changed it.
+    pub app_changed_at: Option<DateTime<Utc>>,
+    /// When Dynamics changed it.
+    pub dynamics_changed_at: Option<DateTime<Utc>>,
+    /// When the conflict was found.
+    pub detected_at: DateTime<Utc>,
+    /// Open, resolved or applied.
+    pub state: ConflictState,
+    /// Who resolved it.
+    pub resolved_by: Option<String>,
+}
+
+/// How serious an alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth knowing.
+    Warning,
+    /// Someone must act.
+    Critical,
+}
+
+/// The state of an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlertState {
+    /// Raised and not yet seen.
+    Open,
+    /// An admin has seen it; it stays until its cause is gone.
+    Acknowledged,
+    /// Its cause is gone.
+    Resolved,
+}
+
+/// An alert, one per cause while the cause lasts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    /// The alert's id.
+    pub id: String,
+    /// The organisation.
+    pub organisation_id: String,
+    /// The cause, the deduplication key (e.g. `sync-failing`, `schema-drift:contact`).
+    pub cause: String,
+    /// The kind, for grouping.
+    pub kind: String,
+    /// How serious.
+    pub severity: Severity,
+    /// What happened and what to do.
+    pub message: String,
+    /// Open, acknowledged or resolved.
+    pub state: AlertState,
+    /// When first raised.
+    pub raised_at: DateTime<Utc>,
+    /// When last raised again or changed.
+    pub updated_at: DateTime<Utc>,
+    /// When resolved.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// How many times the cause was seen while the alert was active.
+    pub occurrences: u32,
+}
+
+/// A notification waiting in, or sent from, the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// The notification's id.
+    pub id: String,
+    /// The organisation.
+    pub organisation_id: String,
+    /// Deduplication key: one notification per key, ever.
+    pub dedupe_key: String,
+    /// `email` or `webhook`.
+    pub channel: String,
+    /// Who receives it.
+    pub recipient: String,
+    /// Subject line.
+    pub subject: String,
+    /// Body text.
+    pub body: String,
+    /// When it was queued.
+    pub created_at: DateTime<Utc>,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// When delivery is next due.
+    pub next_attempt_at: DateTime<Utc>,
+    /// When it was delivered.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// The last delivery error.
+    pub last_error: Option<String>,
+}
+
+/// A certification status as last synced, for reads when Dynamics cannot be reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheEntry {
+    /// The organisation.
+    pub organisation_id: String,
+    /// The mentor.
+    pub mentor_id: String,
+    /// Their member number.
+    pub member_number: Option<String>,
+    /// The certification status symbol (`active`, `expired`, `revoked`, `none`).
+    pub status: String,
+    /// The expiry date.
+    pub expires_on: Option<NaiveDate>,
+    /// Whether the mentor is shown on the public site.
+    pub show_on_public_site: bool,
+    /// When this was last confirmed in sync with Dynamics.
+    pub as_of: DateTime<Utc>,
+}

@@ -1,0 +1,938 @@
+//! The sync state: watermarks, links and shadows, the run log, failed records, conflicts, alerts, the notification
+//! outbox, the certification cache and retention.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use field_mapping::{AppRecord, AppValue};
+use sqlx::any::AnyRow;
+use uuid::Uuid;
+
+use crate::db::{RowExt, Store, date_text, ms, opt_ms};
+use crate::error::{Context, Error, Result};
+use crate::model::*;
+
+fn direction_text(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Pull => "pull",
+        Direction::Push => "push",
+    }
+}
+
+fn parse_direction(text: &str) -> Result<Direction> {
+    match text {
+        "pull" => Ok(Direction::Pull),
+        "push" => Ok(Direction::Push),
+        _ => Err(Error::Corrupt {
+            table: "failed_record",
+            column: "direction",
+        }),
+    }
+}
+
+fn json_text<T: serde::Serialize>(value: &T) -> String {
+    // Serialising plain data types to JSON cannot fail.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str, table: &'static str, column: &'static str) -> Result<T> {
+    serde_json::from_str(text).map_err(|_| Error::Corrupt { table, column })
+}
+
+const LINK_COLUMNS: &str = "organisation_id, record_kind, app_id, dynamics_id, alternate_key, etag, shadow, visible, \
+     expires_on, dynamics_modified_on, synced_at";
+
+fn link_from(row: &AnyRow) -> Result<Link> {
+    Ok(Link {
+        organisation_id: row.text("organisation_id")?,
+        record_kind: row.text("record_kind")?,
+        app_id: row.text("app_id")?,
+        dynamics_id: Uuid::from_str(&row.text("dynamics_id")?).map_err(|_| Error::Corrupt {
+            table: "sync_link",
+            column: "dynamics_id",
+        })?,
+        alternate_key: row.text("alternate_key")?,
+        etag: row.opt_text("etag")?,
+        shadow: from_json::<AppRecord>(&row.text("shadow")?, "sync_link", "shadow")?,
+        visible: row.flag("visible")?,
+        expires_on: row.opt_date("sync_link", "expires_on")?,
+        dynamics_modified_on: row.opt_at("dynamics_modified_on")?,
+        synced_at: row.at("synced_at")?,
+    })
+}
+
+fn run_from(row: &AnyRow) -> Result<RunRecord> {
+    Ok(RunRecord {
+        id: row.text("id")?,
+        organisation_id: row.text("organisation_id")?,
+        kind: from_json(&format!("\"{}\"", row.text("kind")?), "sync_run", "kind")?,
+        started_at: row.at("started_at")?,
+        finished_at: row.opt_at("finished_at")?,
+        status: from_json(&format!("\"{}\"", row.text("status")?), "sync_run", "status")?,
+        error: row.opt_text("error")?,
+        metrics: from_json(&row.text("metrics")?, "sync_run", "metrics")?,
+    })
+}
+
+fn failure_from(row: &AnyRow) -> Result<FailedRecord> {
+    Ok(FailedRecord {
+        organisation_id: row.text("organisation_id")?,
+        record_kind: row.text("record_kind")?,
+        record_key: row.text("record_key")?,
+        direction: parse_direction(&row.text("direction")?)?,
+        error: row.text("error")?,
+        attempts: u32::try_from(row.int("attempts")?).unwrap_or(u32::MAX),
+        first_failed_at: row.at("first_failed_at")?,
+        last_failed_at: row.at("last_failed_at")?,
+        state: match row.text("state")?.as_str() {
+            "retrying" => FailureState::Retrying,
+            "dead" => FailureState::Dead,
+            "dismissed" => FailureState::Dismissed,
+            _ => {
+                return Err(Error::Corrupt {
+                    table: "failed_record",
+                    column: "state",
+                });
+            }
+        },
+    })
+}
+
+fn conflict_from(row: &AnyRow) -> Result<Conflict> {
+    let value = |column: &'static str| -> Result<AppValue> { from_json(&row.text(column)?, "sync_conflict", column) };
+    let state = match (row.text("state")?.as_str(), row.opt_text("resolution")?.as_deref()) {
+        ("open", _) => ConflictState::Open,
+        ("resolved", Some("app")) => ConflictState::Resolved(Side::App),
+        ("resolved", Some("dynamics")) => ConflictState::Resolved(Side::Dynamics),
+        ("applied", _) => ConflictState::Applied,
+        _ => {
+            return Err(Error::Corrupt {
+                table: "sync_conflict",
+                column: "state",
+            });
+        }
+    };
+    Ok(Conflict {
+        id: row.text("id")?,
+        organisation_id: row.text("organisation_id")?,
+        record_kind: row.text("record_kind")?,
+        app_id: row.text("app_id")?,
+        field: row.text("field")?,
+        shadow_value: row
+            .opt_text("shadow_value")?
+            .map(|t| from_json(&t, "sync_conflict", "shadow_value"))
+            .transpose()?,
+        app_value: value("app_value")?,
+        dynamics_value: value("dynamics_value")?,
+        app_changed_at: row.opt_at("app_changed_at")?,
+        dynamics_changed_at: row.opt_at("dynamics_changed_at")?,
+        detected_at: row.at("detected_at")?,
+        state,
+        resolved_by: row.opt_text("resolved_by")?,
+    })
+}
+
+fn alert_from(row: &AnyRow) -> Result<Alert> {
+    Ok(Alert {
+        id: row.text("id")?,
+        organisation_id: row.text("organisation_id")?,
+        cause: row.text("cause")?,
+        kind: row.text("kind")?,
+        severity: from_json(&format!("\"{}\"", row.text("severity")?), "alert", "severity")?,
+        message: row.text("message")?,
+        state: match row.text("state")?.as_str() {
+            "open" => AlertState::Open,
+            "acknowledged" => AlertState::Acknowledged,
+            "resolved" => AlertState::Resolved,
+            _ => {
+                return Err(Error::Corrupt {
+                    table: "alert",
+                    column: "state",
+                });
+            }
+        },
+        raised_at: row.at("raised_at")?,
+        updated_at: row.at("updated_at")?,
+        resolved_at: row.opt_at("resolved_at")?,
+        occurrences: u32::try_from(row.int("occurrences")?).unwrap_or(u32::MAX),
+    })
+}
+
+fn notification_from(row: &AnyRow) -> Result<Notification> {
+    Ok(Notification {
+        id: row.text("id")?,
+        organisation_id: row.text("organisation_id")?,
+        dedupe_key: row.text("dedupe_key")?,
+        channel: row.text("channel")?,
+        recipient: row.text("recipient")?,
+        subject: row.text("subject")?,
+        body: row.text("body")?,
+        created_at: row.at("created_at")?,
+        attempts: u32::try_from(row.int("attempts")?).unwrap_or(u32::MAX),
+        next_attempt_at: row.at("next_attempt_at")?,
+        sent_at: row.opt_at("sent_at")?,
+        last_error: row.opt_text("last_error")?,
+    })
+}
+
+/// A serde enum's text form (`"sync"` → `sync`).
+fn enum_text<T: serde::Serialize>(value: &T) -> String {
+    json_text(value).trim_matches('"').to_owned()
+}
+
+impl Store {
+    // ----- watermarks -----
+
+    /// The watermark of one organisation, direction and table.
+    pub async fn watermark(&self, organisation_id: &str, direction: Direction, table: &str) -> Result<Watermark> {
+        let row = sqlx::query(
+            "SELECT watermark, delta_link, updated_at FROM sync_watermark
+             WHERE organisation_id = $1 AND direction = $2 AND table_name = $3",
+        )
+        .bind(organisation_id)
+        .bind(direction_text(direction))
+        .bind(table)
+        .fetch_optional(&self.pool)
+        .await
+        .doing("reading a watermark")?;
+        match row {
+            None => Ok(Watermark::default()),
+            Some(row) => Ok(Watermark {
+                at: row.opt_at("watermark")?,
+                delta_link: row.opt_text("delta_link")?,
+                updated_at: row.opt_at("updated_at")?,
+            }),
+        }
+    }
+
+    /// Moves a watermark. Call only after the data it covers is committed.
+    pub async fn set_watermark(
+        &self,
+        organisation_id: &str,
+        direction: Direction,
+        table: &str,
+        watermark: &Watermark,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sync_watermark (organisation_id, direction, table_name, watermark, delta_link, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (organisation_id, direction, table_name) DO UPDATE
+             SET watermark = excluded.watermark, delta_link = excluded.delta_link, updated_at = excluded.updated_at",
+        )
+        .bind(organisation_id)
+        .bind(direction_text(direction))
+        .bind(table)
+        .bind(opt_ms(watermark.at))
+        .bind(&watermark.delta_link)
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await
+        .doing("saving a watermark")?;
+        Ok(())
+    }
+
+    // ----- links and shadows -----
+
+    /// The links of the given app records.
+    pub async fn links(&self, organisation_id: &str, record_kind: &str, app_ids: &[String]) -> Result<Vec<Link>> {
+        let mut out = Vec::with_capacity(app_ids.len());
+        for chunk in app_ids.chunks(500) {
+            let list = (3..3 + chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {LINK_COLUMNS} FROM sync_link WHERE organisation_id = $1 AND record_kind = $2 AND app_id IN ({list})"
+            )))
+            .bind(organisation_id)
+            .bind(record_kind);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(&self.pool).await.doing("reading links")? {
+                out.push(link_from(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The link of a Dynamics row.
+    pub async fn link_by_dynamics_id(
+        &self,
+        organisation_id: &str,
+        record_kind: &str,
+        dynamics_id: Uuid,
+    ) -> Result<Option<Link>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {LINK_COLUMNS} FROM sync_link WHERE organisation_id = $1 AND record_kind = $2 AND dynamics_id = $3"
+        )))
+        .bind(organisation_id)
+        .bind(record_kind)
+        .bind(dynamics_id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .doing("reading a link")?;
+        row.as_ref().map(link_from).transpose()
+    }
+
+    /// Every link of an organisation in app-id order after `after_app_id`, at most `limit` (reconcile).
+    pub async fn links_page(
+        &self,
+        organisation_id: &str,
+        record_kind: &str,
+        after_app_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Link>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {LINK_COLUMNS} FROM sync_link WHERE organisation_id = $1 AND record_kind = $2 AND app_id > $3
+             ORDER BY app_id LIMIT $4"
+        )))
+        .bind(organisation_id)
+        .bind(record_kind)
+        .bind(after_app_id.unwrap_or(""))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading links")?;
+        rows.iter().map(link_from).collect()
+    }
+
+    /// Saves a link and its shadow.
+    pub async fn save_link(&self, link: &Link) -> Result<()> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO sync_link ({LINK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (organisation_id, record_kind, app_id) DO UPDATE
+             SET dynamics_id = excluded.dynamics_id, alternate_key = excluded.alternate_key, etag = excluded.etag,
+                 shadow = excluded.shadow, visible = excluded.visible, expires_on = excluded.expires_on,
+                 dynamics_modified_on = excluded.dynamics_modified_on, synced_at = excluded.synced_at"
+        )))
+        .bind(&link.organisation_id)
+        .bind(&link.record_kind)
+        .bind(&link.app_id)
+        .bind(link.dynamics_id.to_string())
+        .bind(&link.alternate_key)
+        .bind(&link.etag)
+        .bind(json_text(&link.shadow))
+        .bind(i64::from(link.visible))
+        .bind(link.expires_on.map(date_text))
+        .bind(opt_ms(link.dynamics_modified_on))
+        .bind(ms(link.synced_at))
+        .execute(&self.pool)
+        .await
+        .doing("saving a link")?;
+        Ok(())
+    }
+
+    /// Removes a link (the Dynamics row was deleted).
+    pub async fn delete_link(&self, organisation_id: &str, record_kind: &str, app_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sync_link WHERE organisation_id = $1 AND record_kind = $2 AND app_id = $3")
+            .bind(organisation_id)
+            .bind(record_kind)
+            .bind(app_id)
+            .execute(&self.pool)
+            .await
+            .doing("removing a link")?;
+        Ok(())
+    }
+
+    /// The time rule: app ids of links Dynamics still shows as visible whose certification expired before `today`
+    /// (the organisation's local date). Changes no app row, so it must be asked on every run.
+    pub async fn visible_but_expired(
+        &self,
+        organisation_id: &str,
+        record_kind: &str,
+        today: NaiveDate,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT app_id FROM sync_link
+             WHERE organisation_id = $1 AND record_kind = $2 AND visible = $3 AND expires_on IS NOT NULL
+               AND expires_on < $4
+             ORDER BY app_id LIMIT $5",
+        )
+        .bind(organisation_id)
+        .bind(record_kind)
+        .bind(1i64)
+        .bind(date_text(today))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .doing("finding expired mentors still visible")
+    }
+
+    // ----- run log -----
+
+    /// Records the start of a run and returns its id.
+    pub async fn start_run(&self, organisation_id: &str, kind: RunKind, now: DateTime<Utc>) -> Result<String> {
+        let id = Uuid::new_v4().to_string();
+        sqlx::query(
+            "INSERT INTO sync_run (id, organisation_id, kind, started_at, status, metrics) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(organisation_id)
+        .bind(enum_text(&kind))
+        .bind(ms(now))
+        .bind(enum_text(&RunStatus::Running))
+        .bind(json_text(&RunMetrics::default()))
+        .execute(&self.pool)
+        .await
+        .doing("recording a run start")?;
+        Ok(id)
+    }
+
+    /// Records how a run ended.
+    pub async fn finish_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        metrics: &RunMetrics,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE sync_run SET status = $1, metrics = $2, error = $3, finished_at = $4 WHERE id = $5")
+            .bind(enum_text(&status))
+            .bind(json_text(metrics))
+            .bind(error)
+            .bind(ms(now))
+            .bind(run_id)
+            .execute(&self.pool)
+            .await
+            .doing("recording a run end")?;
+        Ok(())
+    }
+
+    /// The latest runs of an organisation, newest first.
+    pub async fn recent_runs(&self, organisation_id: &str, limit: u32) -> Result<Vec<RunRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, organisation_id, kind, started_at, finished_at, status, error, metrics FROM sync_run
+             WHERE organisation_id = $1 ORDER BY started_at DESC, id DESC LIMIT $2",
+        )
+        .bind(organisation_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading the run log")?;
+        rows.iter().map(run_from).collect()
+    }
+
+    // ----- failed records -----
+
+    /// Records a failure: the attempt count grows, and once it reaches `max_attempts` the record is dead.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_failure(
+        &self,
+        organisation_id: &str,
+        record_kind: &str,
+        record_key: &str,
+        direction: Direction,
+        error: &str,
+        max_attempts: u32,
+        now: DateTime<Utc>,
+    ) -> Result<FailedRecord> {
+        sqlx::query(
+            "INSERT INTO failed_record (organisation_id, record_kind, record_key, direction, error, attempts,
+                                        first_failed_at, last_failed_at, state)
+             VALUES ($1, $2, $3, $4, $5, 1, $6, $6, 'retrying')
+             ON CONFLICT (organisation_id, record_kind, record_key, direction) DO UPDATE
+             SET error = excluded.error, attempts = failed_record.attempts + 1, last_failed_at = excluded.last_failed_at,
+                 state = CASE WHEN failed_record.state = 'dismissed' THEN 'retrying' ELSE failed_record.state END",
+        )
+        .bind(organisation_id)
+        .bind(record_kind)
+        .bind(record_key)
+        .bind(direction_text(direction))
+        .bind(error)
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await
+        .doing("recording a failed record")?;
+        sqlx::query(
+            "UPDATE failed_record SET state = 'dead'
+             WHERE organisation_id = $1 AND record_kind = $2 AND record_key = $3 AND direction = $4 AND attempts >= $5",
+        )
+        .bind(organisation_id)
+        .bind(record_kind)
+        .bind(record_key)
+        .bind(direction_text(direction))
+        .bind(i64::from(max_attempts))
+        .execute(&self.pool)
+        .await
+        .doing("marking a record dead")?;
+        self.failure(organisation_id, record_kind, record_key, direction)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: format!("failed record {record_key}"),
+            })
+    }
+
+    /// One failed record.
+    pub async fn failure(
+        &self,
+        organisation_id: &str,
+        record_kind: &str,
+        record_key: &str,
+        direction: Direction,
+    ) -> Result<Option<FailedRecord>> {
+        let row = sqlx::query(
+            "SELECT * FROM failed_record
+             WHERE organisation_id = $1 AND record_kind = $2 AND record_key = $3 AND direction = $4",
+        )
+        .bind(organisation_id)
+        .bind(record_kind)
+        .bind(record_key)
+        .bind(direction_text(direction))
+        .fetch_optional(&self.pool)
+        .await
+        .doing("reading a failed record")?;
+        row.as_ref().map(failure_from).transpose()
+    }
+
+    /// Forgets a failure: the record synced.
+    pub async fn clear_failure(
+        &self,
+        organisation_id: &str,
+        record_kind: &str,
+        record_key: &str,
+        direction: Direction,
+    ) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM failed_record
+             WHERE organisation_id = $1 AND record_kind = $2 AND record_key = $3 AND direction = $4",
+        )
+        .bind(organisation_id)
+        .bind(record_kind)
+        .bind(record_key)
+        .bind(direction_text(direction))
+        .execute(&self.pool)
+        .await
+        .doing("clearing a failed record")?;
+        Ok(())
+    }
+
+    /// Failed records of an organisation in a state, oldest first.
+    pub async fn failures(&self, organisation_id: &str, state: FailureState) -> Result<Vec<FailedRecord>> {
+        let state = match state {
+            FailureState::Retrying => "retrying",
+            FailureState::Dead => "dead",
+            FailureState::Dismissed => "dismissed",
+        };
+        let rows = sqlx::query(
+            "SELECT * FROM failed_record WHERE organisation_id = $1 AND state = $2
+             ORDER BY first_failed_at, record_key",
+        )
+        .bind(organisation_id)
+        .bind(state)
+        .fetch_all(&self.pool)
+        .await
+        .doing("listing failed records")?;
+        rows.iter().map(failure_from).collect()
+    }
+
+    /// An admin sends a dead record back for another round of attempts.
+    pub async fn requeue_failure(
+        &self,
+        organisation_id: &str,
+        record_kind: &str,
+        record_key: &str,
+        direction: Direction,
+    ) -> Result<()> {
+        self.set_failure_state(organisation_id, record_kind, record_key, direction, "retrying", true)
+            .await
+    }
+
+    /// An admin dismisses a failed record: it is no longer retried.
+    pub async fn dismiss_failure(
+        &self,
+        organisation_id: &str,
+        record_kind: &str,
+        record_key: &str,
+        direction: Direction,
+    ) -> Result<()> {
+        self.set_failure_state(organisation_id, record_kind, record_key, direction, "dismissed", false)
+            .await
+    }
+
+    async fn set_failure_state(
+        &self,
+        organisation_id: &str,
+        record_kind: &str,
+        record_key: &str,
+        direction: Direction,
+        state: &str,
+        reset_attempts: bool,
+    ) -> Result<()> {
+        let result = sqlx::query(
+            "UPDATE failed_record SET state = $1, attempts = CASE WHEN $2 = 1 THEN 0 ELSE attempts END
+             WHERE organisation_id = $3 AND record_kind = $4 AND record_key = $5 AND direction = $6",
+        )
+        .bind(state)
+        .bind(i64::from(reset_attempts))
+        .bind(organisation_id)
+        .bind(record_kind)
+        .bind(record_key)
+        .bind(direction_text(direction))
+        .execute(&self.pool)
+        .await
+        .doing("changing a failed record")?;
+        if result.rows_affected() == 0 {
+            return Err(Error::NotFound {
+                what: format!("failed record {record_key}"),
+            });
+        }
+        Ok(())
+    }
+
+    // ----- conflicts -----
+
+    /// Opens a conflict, or updates the values of the one already open for the same field. Returns its id.
+    pub async fn open_conflict(&self, conflict: &Conflict) -> Result<String> {
+        let existing: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM sync_conflict WHERE organisation_id = $1 AND record_kind = $2 AND app_id = $3
+               AND field = $4 AND state <> 'applied'",
+        )
+        .bind(&conflict.organisation_id)
+        .bind(&conflict.record_kind)
+        .bind(&conflict.app_id)
+        .bind(&conflict.field)
+        .fetch_optional(&self.pool)
+        .await
+        .doing("looking for an open conflict")?;
+        let shadow = conflict.shadow_value.as_ref().map(json_text);
+        if let Some(id) = existing {
+            sqlx::query(
+                "UPDATE sync_conflict SET app_value = $1, dynamics_value = $2, shadow_value = $3,
+                   app_changed_at = $4, dynamics_changed_at = $5 WHERE id = $6 AND state = 'open'",
+            )
+            .bind(json_text(&conflict.app_value))
+            .bind(json_text(&conflict.dynamics_value))
+            .bind(shadow)
+            .bind(opt_ms(conflict.app_changed_at))
+            .bind(opt_ms(conflict.dynamics_changed_at))
+            .bind(&id)
+            .execute(&self.pool)
+            .await
+            .doing("updating a conflict")?;
+            return Ok(id);
+        }
+        let id = Uuid::new_v4().to_string();
+        sqlx::query(
+            "INSERT INTO sync_conflict (id, organisation_id, record_kind, app_id, field, shadow_value, app_value,
+               dynamics_value, app_changed_at, dynamics_changed_at, detected_at, state)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'open')",
+        )
+        .bind(&id)
+        .bind(&conflict.organisation_id)
+        .bind(&conflict.record_kind)
+        .bind(&conflict.app_id)
+        .bind(&conflict.field)
+        .bind(shadow)
+        .bind(json_text(&conflict.app_value))
+        .bind(json_text(&conflict.dynamics_value))
+        .bind(opt_ms(conflict.app_changed_at))
+        .bind(opt_ms(conflict.dynamics_changed_at))
+        .bind(ms(conflict.detected_at))
+        .execute(&self.pool)
+        .await
+        .doing("opening a conflict")?;
+        Ok(id)
+    }
+
+    /// Conflicts of an organisation that are not yet applied (open or resolved), oldest first.
+    pub async fn pending_conflicts(&self, organisation_id: &str) -> Result<Vec<Conflict>> {
+        let rows = sqlx::query(
+            "SELECT * FROM sync_conflict WHERE organisation_id = $1 AND state <> 'applied' ORDER BY detected_at, id",
+        )
+        .bind(organisation_id)
+        .fetch_all(&self.pool)
+        .await
+        .doing("listing conflicts")?;
+        rows.iter().map(conflict_from).collect()
+    }
+
+    /// One conflict by id.
+    pub async fn conflict(&self, id: &str) -> Result<Option<Conflict>> {
+        let row = sqlx::query("SELECT * FROM sync_conflict WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .doing("reading a conflict")?;
+        row.as_ref().map(conflict_from).transpose()
+    }
+
+    /// An admin picks a side. The sync writes it on its next run (or at once through the engine).
+    pub async fn resolve_conflict(&self, id: &str, side: Side, by: &str, now: DateTime<Utc>) -> Result<()> {
+        let result = sqlx::query(
+            "UPDATE sync_conflict SET state = 'resolved', resolution = $1, resolved_by = $2, resolved_at = $3
+             WHERE id = $4 AND state = 'open'",
+        )
+        .bind(enum_text(&side))
+        .bind(by)
+        .bind(ms(now))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .doing("resolving a conflict")?;
+        if result.rows_affected() == 0 {
+            return Err(Error::NotFound {
+                what: format!("open conflict {id}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Marks a resolved conflict as written to both sides.
+    pub async fn mark_conflict_applied(&self, id: &str) -> Result<()> {
+        sqlx::query("UPDATE sync_conflict SET state = 'applied' WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .doing("closing a conflict")?;
+        Ok(())
+    }
+
+    // ----- alerts -----
+
+    /// Raises an alert for a cause. While an alert for the cause is active, it is updated (message, occurrences)
+    /// instead of a new one being made. Returns the alert and whether it is new.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn raise_alert(
+        &self,
+        organisation_id: &str,
+        cause: &str,
+        kind: &str,
+        severity: Severity,
+        message: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(Alert, bool)> {
+        let updated = sqlx::query(
+            "UPDATE alert SET message = $1, severity = $2, updated_at = $3, occurrences = occurrences + 1
+             WHERE organisation_id = $4 AND cause = $5 AND state <> 'resolved'",
+        )
+        .bind(message)
+        .bind(enum_text(&severity))
+        .bind(ms(now))
+        .bind(organisation_id)
+        .bind(cause)
+        .execute(&self.pool)
+        .await
+        .doing("updating an alert")?;
+        let new = updated.rows_affected() == 0;
+        if new {
+            sqlx::query(
+                "INSERT INTO alert (id, organisation_id, cause, kind, severity, message, state, raised_at, updated_at,
+                                    occurrences)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $7, 1)",
+            )
+            .bind(Uuid::new_v4().to_string())
+            .bind(organisation_id)
+            .bind(cause)
+            .bind(kind)
+            .bind(enum_text(&severity))
+            .bind(message)
+            .bind(ms(now))
+            .execute(&self.pool)
+            .await
+            .doing("raising an alert")?;
+        }
+        let row = sqlx::query("SELECT * FROM alert WHERE organisation_id = $1 AND cause = $2 AND state <> 'resolved'")
+            .bind(organisation_id)
+            .bind(cause)
+            .fetch_one(&self.pool)
+            .await
+            .doing("reading an alert")?;
+        Ok((alert_from(&row)?, new))
+    }
+
+    /// Resolves the active alert of a cause, if any: its cause is gone. Returns whether one was resolved.
+    pub async fn resolve_alert(&self, organisation_id: &str, cause: &str, now: DateTime<Utc>) -> Result<bool> {
+        let result = sqlx::query(
+            "UPDATE alert SET state = 'resolved', resolved_at = $1, updated_at = $1
+             WHERE organisation_id = $2 AND cause = $3 AND state <> 'resolved'",
+        )
+        .bind(ms(now))
+        .bind(organisation_id)
+        .bind(cause)
+        .execute(&self.pool)
+        .await
+        .doing("resolving an alert")?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// An admin acknowledges an alert.
+    pub async fn acknowledge_alert(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query("UPDATE alert SET state = 'acknowledged', updated_at = $1 WHERE id = $2 AND state = 'open'")
+            .bind(ms(now))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .doing("acknowledging an alert")?;
+        Ok(())
+    }
+
+    /// Active (open or acknowledged) alerts of an organisation, most severe and newest first.
+    pub async fn active_alerts(&self, organisation_id: &str) -> Result<Vec<Alert>> {
+        let rows = sqlx::query(
+            "SELECT * FROM alert WHERE organisation_id = $1 AND state <> 'resolved'
+             ORDER BY severity, raised_at DESC",
+        )
+        .bind(organisation_id)
+        .fetch_all(&self.pool)
+        .await
+        .doing("listing alerts")?;
+        rows.iter().map(alert_from).collect()
+    }
+
+    // ----- notification outbox -----
+
+    /// Queues a notification unless one with the same deduplication key was ever queued. Returns whether it was
+    /// queued now.
+    pub async fn enqueue_notification(&self, notification: &Notification) -> Result<bool> {
+        let result = sqlx::query(
+            "INSERT INTO notification_outbox (id, organisation_id, dedupe_key, channel, recipient, subject, body,
+               created_at, attempts, next_attempt_at, state)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, 'pending')
+             ON CONFLICT (dedupe_key) DO NOTHING",
+        )
+        .bind(&notification.id)
+        .bind(&notification.organisation_id)
+        .bind(&notification.dedupe_key)
+        .bind(&notification.channel)
+        .bind(&notification.recipient)
+        .bind(&notification.subject)
+        .bind(&notification.body)
+        .bind(ms(notification.created_at))
+        .bind(ms(notification.next_attempt_at))
+        .execute(&self.pool)
+        .await
+        .doing("queueing a notification")?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Notifications due for delivery, oldest first.
+    pub async fn due_notifications(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Notification>> {
+        let rows = sqlx::query(
+            "SELECT * FROM notification_outbox WHERE state = 'pending' AND next_attempt_at <= $1
+             ORDER BY next_attempt_at, id LIMIT $2",
+        )
+        .bind(ms(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading due notifications")?;
+        rows.iter().map(notification_from).collect()
+    }
+
+    /// Records a delivery.
+    pub async fn mark_notification_sent(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "UPDATE notification_outbox SET state = 'sent', sent_at = $1, attempts = attempts + 1 WHERE id = $2",
+        )
+        .bind(ms(now))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .doing("recording a delivery")?;
+        Ok(())
+    }
+
+    /// Records a failed delivery: retried at `retry_at`, or given up (`None`).
+    pub async fn mark_notification_failed(&self, id: &str, error: &str, retry_at: Option<DateTime<Utc>>) -> Result<()> {
+        sqlx::query(
+            "UPDATE notification_outbox SET attempts = attempts + 1, last_error = $1,
+               next_attempt_at = COALESCE($2, next_attempt_at),
+               state = CASE WHEN $2 IS NULL THEN 'failed' ELSE 'pending' END
+             WHERE id = $3",
+        )
+        .bind(error)
+        .bind(opt_ms(retry_at))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .doing("recording a failed delivery")?;
+        Ok(())
+    }
+
+    /// Every notification of an organisation, newest first (for the dashboard and tests).
+    pub async fn notifications(&self, organisation_id: &str, limit: u32) -> Result<Vec<Notification>> {
+        let rows = sqlx::query(
+            "SELECT * FROM notification_outbox WHERE organisation_id = $1 ORDER BY created_at DESC, id LIMIT $2",
+        )
+        .bind(organisation_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .doing("listing notifications")?;
+        rows.iter().map(notification_from).collect()
+    }
+
+    // ----- certification cache -----
+
+    /// Saves cache entries (after a run confirmed them in sync with Dynamics).
+    pub async fn save_cache_entry(&self, entry: &CacheEntry) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO certification_cache (organisation_id, mentor_id, member_number, status, expires_on,
+               show_on_public_site, as_of) VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (organisation_id, mentor_id) DO UPDATE
+             SET member_number = excluded.member_number, status = excluded.status, expires_on = excluded.expires_on,
+                 show_on_public_site = excluded.show_on_public_site, as_of = excluded.as_of",
+        )
+        .bind(&entry.organisation_id)
+        .bind(&entry.mentor_id)
+        .bind(&entry.member_number)
+        .bind(&entry.status)
+        .bind(entry.expires_on.map(date_text))
+        .bind(i64::from(entry.show_on_public_site))
+        .bind(ms(entry.as_of))
+        .execute(&self.pool)
+        .await
+        .doing("saving a cache entry")?;
+        Ok(())
+    }
+
+    /// The cached certification status of a mentor.
+    pub async fn cache_entry(&self, organisation_id: &str, mentor_id: &str) -> Result<Option<CacheEntry>> {
+        let row = sqlx::query("SELECT * FROM certification_cache WHERE organisation_id = $1 AND mentor_id = $2")
+            .bind(organisation_id)
+            .bind(mentor_id)
+            .fetch_optional(&self.pool)
+            .await
+            .doing("reading the certification cache")?;
+        row.map(|row| {
+            Ok(CacheEntry {
+                organisation_id: row.text("organisation_id")?,
+                mentor_id: row.text("mentor_id")?,
+                member_number: row.opt_text("member_number")?,
+                status: row.text("status")?,
+                expires_on: row.opt_date("certification_cache", "expires_on")?,
+                show_on_public_site: row.flag("show_on_public_site")?,
+                as_of: row.at("as_of")?,
+            })
+        })
+        .transpose()
+    }
+
+    // ----- retention -----
+
+    /// Deletes run logs, failed-record payloads of dismissed records and sent notifications older than `before`
+    /// (GDPR retention). Returns how many rows went.
+    pub async fn purge(&self, before: DateTime<Utc>) -> Result<u64> {
+        let cutoff = ms(before);
+        let mut purged = 0;
+        for statement in [
+            "DELETE FROM sync_run WHERE started_at < $1 AND status <> 'running'",
+            "DELETE FROM notification_outbox WHERE state <> 'pending' AND created_at < $1",
+            "DELETE FROM failed_record WHERE state = 'dismissed' AND last_failed_at < $1",
+            "DELETE FROM sync_conflict WHERE state = 'applied' AND detected_at < $1",
+            "DELETE FROM alert WHERE state = 'resolved' AND resolved_at < $1",
+        ] {
+            purged += sqlx::query(statement)
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await
+                .doing("purging old rows")?
+                .rows_affected();
+        }
+        Ok(purged)
+    }
+}
