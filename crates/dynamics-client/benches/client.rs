@@ -29,7 +29,7 @@ fn page_json(base: &str, page: usize, pages: usize) -> String {
                 "hlf_membernumber": format!("{}", 100_000 + n),
                 "hlf_peermentorstatus": 100_000_000,
                 "hlf_certificationexpiry": "2027-06-30",
-                "hlf_showonpublicsite": n % 2 == 0,
+                "hlf_showonpublicsite": n.is_multiple_of(2),
                 "hlf_appsyncedon": "2026-11-27T01:00:00Z",
                 "hlf_membershipstatus": 100_000_000,
                 "hlf_membershiptype": 100_000_001,
