@@ -117,8 +117,12 @@ async fn stream_rows(pages: usize) -> (Duration, u64, u64) {
             .await;
     }
     let instance = InstanceUrl::parse(&server.uri()).unwrap();
-    let client = DynamicsClient::new(&instance, Arc::new(StaticTokenSource::new("bench")), ClientOptions::default())
-        .unwrap();
+    let client = DynamicsClient::new(
+        &instance,
+        Arc::new(StaticTokenSource::new("bench")),
+        ClientOptions::default(),
+    )
+    .unwrap();
     let query = Query::new("contacts").select(&["contactid", "hlf_membernumber"]);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let before = current_rss_kib();
@@ -136,13 +140,22 @@ async fn stream_rows(pages: usize) -> (Duration, u64, u64) {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let body = page_json("https://hlf.crm4.dynamics.com/api/data/v9.2/", 0, 1);
     println!("# dynamics-client benchmark\n");
-    println!("A 5,000-row contact page is {:.1} MB of JSON.\n", body.len() as f64 / 1e6);
+    println!(
+        "A 5,000-row contact page is {:.1} MB of JSON.\n",
+        body.len() as f64 / 1e6
+    );
     println!("| measure | value |\n| --- | --- |");
     let raw = decode_rate::<Row>(&body, 20);
-    println!("| decode into raw rows (`Row`, every column kept) | {:.0} rows/s |", raw);
+    println!(
+        "| decode into raw rows (`Row`, every column kept) | {:.0} rows/s |",
+        raw
+    );
     let typed = decode_rate::<Contact>(&body, 20);
     println!("| decode into a typed struct (4 columns) | {:.0} rows/s |", typed);
     for pages in [2usize, 10] {
