@@ -147,6 +147,11 @@ impl TableWriter {
         self.upsert_call(key, body, mode).map(BatchOperation)
     }
 
+    /// An update guarded by `etag` to send in a batch (a changed row answers 412); the write guard checks it now.
+    pub fn update_operation(&self, id: Uuid, body: &Row, etag: &str) -> Result<BatchOperation> {
+        self.update_call(id, body, etag).map(BatchOperation)
+    }
+
     /// Reads a successful batch part's answer as a write result.
     pub fn written_from_part(&self, part: &PartResult) -> Result<Written> {
         match part {

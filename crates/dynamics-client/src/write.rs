@@ -154,16 +154,36 @@ impl TableWriter {
 
     /// Updates the row `id` only if its etag is still `etag`; a changed row is [`Error::Concurrency`].
     pub async fn update_if_unchanged(&self, id: Uuid, body: &Row, etag: &str) -> Result<Written> {
+        let call = self.update_call(id, body, etag)?;
+        let answer = self.client.send(&call).await?;
+        Ok(self.written(&answer))
+    }
+
+    pub(crate) fn update_call(&self, id: Uuid, body: &Row, etag: &str) -> Result<Call> {
         self.guard(body)?;
         let url = self
             .client
             .url(&format!("{}({id})?$select={}", self.entity_set, self.primary_id))?;
-        let call = Call::new(Method::PATCH, url)
+        Ok(Call::new(Method::PATCH, url)
             .header("if-match", etag)
             .header("prefer", "return=representation")
-            .json(&Value::Object(body.clone()));
-        let answer = self.client.send(&call).await?;
-        Ok(self.written(&answer))
+            .json(&Value::Object(body.clone())))
+    }
+
+    /// Reads one row by id with the given columns, `None` when it no longer exists.
+    pub async fn read(&self, id: Uuid, select: &[String]) -> Result<Option<Row>> {
+        let url = self.client.url(&format!(
+            "{}({id})?$select={}",
+            self.entity_set,
+            encode(&select.join(","))
+        ))?;
+        match self.client.send(&self.client.get(url)).await {
+            Ok(answer) => serde_json::from_slice(&answer.body)
+                .map(Some)
+                .map_err(|e| Error::decode(format!("a {} row", self.entity_set), e)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(other) => Err(other),
+        }
     }
 
     /// Creates a row.

@@ -46,6 +46,13 @@ pub trait AppStore: Send + Sync {
         member_number: &str,
     ) -> Result<Option<MentorSnapshot>>;
 
+    /// The mentors of `organisation_id` with these member numbers (unknown numbers are left out).
+    async fn mentors_by_member_numbers(
+        &self,
+        organisation_id: &str,
+        member_numbers: &[String],
+    ) -> Result<Vec<MentorSnapshot>>;
+
     /// Writes Dynamics-owned values into the app.
     async fn apply_pull(&self, organisation_id: &str, mentor_id: &str, update: &PullUpdate) -> Result<()>;
 
@@ -340,6 +347,30 @@ impl AppStore for Store {
             Some(id) => Ok(self.snapshots(organisation_id, &[id]).await?.into_iter().next()),
             None => Ok(None),
         }
+    }
+
+    async fn mentors_by_member_numbers(
+        &self,
+        organisation_id: &str,
+        member_numbers: &[String],
+    ) -> Result<Vec<MentorSnapshot>> {
+        let mut ids = Vec::new();
+        for chunk in member_numbers.chunks(500) {
+            let list = placeholders(2, chunk.len());
+            let mut query = sqlx::query_scalar(AssertSqlSafe(format!(
+                "SELECT id FROM peer_mentor WHERE organisation_id = $1 AND member_number IN ({list})"
+            )))
+            .bind(organisation_id);
+            for number in chunk {
+                query = query.bind(number);
+            }
+            let found: Vec<String> = query
+                .fetch_all(&self.pool)
+                .await
+                .doing("finding mentors by member number")?;
+            ids.extend(found);
+        }
+        self.snapshots(organisation_id, &ids).await
     }
 
     async fn apply_pull(&self, organisation_id: &str, mentor_id: &str, update: &PullUpdate) -> Result<()> {

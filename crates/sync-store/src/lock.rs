@@ -1,6 +1,7 @@
 //! One run per organisation at a time, across processes and machines: a PostgreSQL advisory lock (released by the
 //! server when the holder's session ends, even if the process is killed), or on SQLite a lease row that expires.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -17,7 +18,9 @@ pub struct RunLock {
     store: Store,
     organisation_id: String,
     holder: String,
-    connection: Option<PoolConnection<Any>>,
+    /// The PostgreSQL session holding the advisory lock. In a mutex only so the lock can be shared between tasks
+    /// (a connection is `Send` but not `Sync`); it is never used concurrently.
+    connection: Mutex<Option<PoolConnection<Any>>>,
 }
 
 impl Store {
@@ -49,7 +52,7 @@ impl Store {
                     store: self.clone(),
                     organisation_id: organisation_id.to_owned(),
                     holder: holder.to_owned(),
-                    connection: Some(connection),
+                    connection: Mutex::new(Some(connection)),
                 }))
             }
             Backend::Sqlite => {
@@ -71,7 +74,7 @@ impl Store {
                     store: self.clone(),
                     organisation_id: organisation_id.to_owned(),
                     holder: holder.to_owned(),
-                    connection: None,
+                    connection: Mutex::new(None),
                 }))
             }
         }
@@ -94,7 +97,7 @@ impl Store {
 impl RunLock {
     /// Extends a SQLite lease; a no-op on PostgreSQL, whose lock lasts as long as the session.
     pub async fn renew(&self, lease: Duration, now: DateTime<Utc>) -> Result<()> {
-        if self.connection.is_some() {
+        if self.store.backend == Backend::Postgres {
             return Ok(());
         }
         let expires = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(15));
@@ -109,8 +112,9 @@ impl RunLock {
     }
 
     /// Releases the lock.
-    pub async fn release(mut self) -> Result<()> {
-        match self.connection.take() {
+    pub async fn release(self) -> Result<()> {
+        let connection = self.connection.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match connection {
             Some(mut connection) => {
                 sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock($1)")
                     .bind(lock_key(&self.organisation_id))

@@ -257,6 +257,35 @@ impl Store {
         Ok(out)
     }
 
+    /// The links of the given Dynamics rows.
+    pub async fn links_by_dynamics_ids(
+        &self,
+        organisation_id: &str,
+        record_kind: &str,
+        dynamics_ids: &[Uuid],
+    ) -> Result<Vec<Link>> {
+        let mut out = Vec::with_capacity(dynamics_ids.len());
+        for chunk in dynamics_ids.chunks(500) {
+            let list = (3..3 + chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {LINK_COLUMNS} FROM sync_link
+                 WHERE organisation_id = $1 AND record_kind = $2 AND dynamics_id IN ({list})"
+            )))
+            .bind(organisation_id)
+            .bind(record_kind);
+            for id in chunk {
+                query = query.bind(id.to_string());
+            }
+            for row in query.fetch_all(&self.pool).await.doing("reading links")? {
+                out.push(link_from(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// The link of a Dynamics row.
     pub async fn link_by_dynamics_id(
         &self,

@@ -1,0 +1,109 @@
+//! The dry run's output: every change a run would make, written nowhere.
+
+use std::fmt;
+
+use field_mapping::AppValue;
+
+/// One change a run would make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanItem {
+    /// Columns that would be written to a Dynamics contact.
+    WriteDynamics {
+        /// The contact's member number.
+        member_number: String,
+        /// Field and new value, in mapping order.
+        changes: Vec<(String, String)>,
+    },
+    /// Fields that would be written into the app.
+    WriteApp {
+        /// The mentor's app id.
+        mentor_id: String,
+        /// Field and new value.
+        changes: Vec<(String, String)>,
+    },
+    /// A conflict that would wait for an admin.
+    Conflict {
+        /// The mentor's app id.
+        mentor_id: String,
+        /// The field.
+        field: String,
+    },
+    /// A contact deleted in Dynamics that would end the mentor's membership or unlink them.
+    Deletion {
+        /// The mentor's app id.
+        mentor_id: String,
+    },
+}
+
+/// Every change a run would make.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    /// The changes, in the order the run would make them.
+    pub items: Vec<PlanItem>,
+}
+
+impl Plan {
+    /// How many Dynamics contacts would be written.
+    pub fn dynamics_writes(&self) -> usize {
+        self.items
+            .iter()
+            .filter(|i| matches!(i, PlanItem::WriteDynamics { .. }))
+            .count()
+    }
+
+    /// How many app records would be written.
+    pub fn app_writes(&self) -> usize {
+        self.items
+            .iter()
+            .filter(|i| matches!(i, PlanItem::WriteApp { .. }))
+            .count()
+    }
+}
+
+/// A value as the plan prints it.
+pub(crate) fn show(value: &AppValue) -> String {
+    match value {
+        AppValue::Null => "(empty)".to_owned(),
+        AppValue::Text(t) | AppValue::Choice(t) => t.clone(),
+        AppValue::Bool(b) => if *b { "yes" } else { "no" }.to_owned(),
+        AppValue::Date(d) => d.to_string(),
+        AppValue::DateTime(t) => t.to_rfc3339(),
+        AppValue::Reference(id) => id.to_string(),
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.items.is_empty() {
+            return f.write_str("nothing to do: both sides agree");
+        }
+        writeln!(
+            f,
+            "{} Dynamics contact(s) and {} app record(s) would be written:",
+            self.dynamics_writes(),
+            self.app_writes()
+        )?;
+        for item in &self.items {
+            match item {
+                PlanItem::WriteDynamics { member_number, changes } => {
+                    let list: Vec<String> = changes.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                    writeln!(f, "  Dynamics contact {member_number}: {}", list.join(", "))?;
+                }
+                PlanItem::WriteApp { mentor_id, changes } => {
+                    let list: Vec<String> = changes.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                    writeln!(f, "  app mentor {mentor_id}: {}", list.join(", "))?;
+                }
+                PlanItem::Conflict { mentor_id, field } => {
+                    writeln!(f, "  conflict on mentor {mentor_id}, field {field}: held for an admin")?;
+                }
+                PlanItem::Deletion { mentor_id } => {
+                    writeln!(
+                        f,
+                        "  app mentor {mentor_id}: contact deleted in Dynamics, membership ended and unlinked"
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,272 @@
+//! Faults: 412 races, throttling storms, failed records and dead ones, expired delta tokens, schema drift, a run
+//! killed mid-batch.
+
+use std::time::Duration;
+
+use serde_json::json;
+use sync_store::{AlertState, AppStore, Direction, FailureState, RunStatus};
+
+use super::{DEFAULT_CONFIG, World, day, each, mentor_id};
+
+#[tokio::test]
+async fn a_412_race_re_reads_and_keeps_the_concurrent_change() {
+    each(|db| async move {
+        let w = World::new(&db).await;
+        let id = w.contact("9001", json!({}));
+        w.mentor("hlf", "9001", day(2027, 6, 30)).await;
+        w.service.run().await.unwrap();
+        // The certification is revoked in the app; meanwhile someone edits the contact in Dynamics between our
+        // read and our write.
+        let mut certification = w
+            .store
+            .mentors("hlf", &[mentor_id("hlf", "9001")])
+            .await
+            .unwrap()
+            .remove(0)
+            .certifications
+            .remove(0);
+        certification.revoked_at = Some(chrono::Utc::now());
+        certification.updated_at = chrono::Utc::now();
+        w.store.upsert_certification(&certification).await.unwrap();
+        w.sim.faults().race_next_update("contacts", Some(id));
+        w.sim
+            .state()
+            .update("contacts", id, json!({ "firstname": "Concurrent" }))
+            .unwrap();
+        let report = w.service.run().await.unwrap();
+        assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+        assert_eq!(w.row(id)["hlf_peermentorstatus"], 100000002);
+        assert_eq!(w.row(id)["firstname"], "Concurrent", "the concurrent edit is kept");
+        db
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_throttling_storm_mid_run_is_waited_out() {
+    each(|db| async move {
+        let w = World::new(&db).await;
+        let mut members = Vec::new();
+        for n in 0..30 {
+            let member = format!("10{n:03}");
+            w.contact(&member, json!({}));
+            w.mentor("hlf", &member, day(2027, 6, 30)).await;
+            members.push(member);
+        }
+        w.service.run().await.unwrap();
+        // Every certification is revoked; Dynamics throttles the next requests of the run that pushes them.
+        for member in &members {
+            let mut certification = w
+                .store
+                .mentors("hlf", &[mentor_id("hlf", member)])
+                .await
+                .unwrap()
+                .remove(0)
+                .certifications
+                .remove(0);
+            certification.revoked_at = Some(chrono::Utc::now());
+            certification.updated_at = chrono::Utc::now();
+            w.store.upsert_certification(&certification).await.unwrap();
+        }
+        w.sim.faults().throttle_next(3, Duration::from_secs(1));
+        let report = w.service.run().await.unwrap();
+        assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+        assert!(report.metrics.throttled >= 1, "{:?}", report.metrics);
+        assert_eq!(report.metrics.push.written, 30);
+        db
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failed_record_is_retried_next_run_and_dead_after_the_limit() {
+    each(|db| async move {
+        let w = World::new(&db).await;
+        w.mentor("hlf", "11001", day(2027, 6, 30)).await;
+        for attempt in 1..=3u32 {
+            w.service.run().await.unwrap();
+            let failure = w
+                .store
+                .failure("hlf", "mentor", &mentor_id("hlf", "11001"), Direction::Push)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(failure.attempts, attempt);
+        }
+        assert_eq!(
+            w.store.failures("hlf", FailureState::Dead).await.unwrap().len(),
+            1,
+            "dead after 3 attempts"
+        );
+        // HLF registers the member; an admin requeues the record; the next run syncs it.
+        let id = w.contact("11001", json!({}));
+        w.service
+            .requeue(&mentor_id("hlf", "11001"), Direction::Push)
+            .await
+            .unwrap();
+        w.service.run().await.unwrap();
+        assert_eq!(w.row(id)["hlf_peermentorstatus"], 100000000);
+        assert!(
+            w.store
+                .failure("hlf", "mentor", &mentor_id("hlf", "11001"), Direction::Push)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        db
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_expired_delta_token_triggers_a_full_resync() {
+    each(|db| async move {
+        let w = World::new(&db).await;
+        let id = w.contact("12001", json!({}));
+        w.mentor("hlf", "12001", day(2027, 6, 30)).await;
+        w.service.run().await.unwrap();
+        w.sim.faults().expire_delta_tokens();
+        w.sim
+            .state()
+            .update("contacts", id, json!({ "firstname": "Etter" }))
+            .unwrap();
+        let report = w.service.run().await.unwrap();
+        assert_eq!(report.metrics.full_resyncs, 1, "{report:?}");
+        assert_eq!(report.status, RunStatus::Succeeded);
+        let snapshot = w
+            .store
+            .mentors("hlf", &[mentor_id("hlf", "12001")])
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(snapshot.mentor.given_name.as_deref(), Some("Etter"));
+        db
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn schema_drift_stops_writes_raises_an_alert_and_still_pulls() {
+    each(|db| async move {
+        let w = World::new(&db).await;
+        let id = w.contact("13001", json!({}));
+        w.mentor("hlf", "13001", day(2027, 6, 30)).await;
+        w.sim.faults().drop_column("contact", "hlf_showonpublicsite").unwrap();
+        w.sim
+            .state()
+            .update("contacts", id, json!({ "firstname": "Pulled" }))
+            .unwrap();
+        let report = w.service.run().await.unwrap();
+        assert_eq!(report.status, RunStatus::Partial, "{report:?}");
+        assert_eq!(report.metrics.push.written, 0);
+        assert_eq!(
+            w.row(id)["hlf_peermentorstatus"],
+            100000003,
+            "nothing written to Dynamics"
+        );
+        assert!(
+            report.drift.iter().any(|d| d.contains("hlf_showonpublicsite")),
+            "{:?}",
+            report.drift
+        );
+        let alerts = w.store.active_alerts("hlf").await.unwrap();
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(
+            (alerts[0].cause.as_str(), alerts[0].state),
+            ("schema-drift:contact", AlertState::Open)
+        );
+        assert!(alerts[0].message.contains("hlf_showonpublicsite"));
+        let snapshot = w
+            .store
+            .mentors("hlf", &[mentor_id("hlf", "13001")])
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(
+            snapshot.mentor.given_name.as_deref(),
+            Some("Pulled"),
+            "what can be read is still pulled"
+        );
+        db
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_run_that_cannot_authenticate_fails_whole_and_moves_no_watermark() {
+    each(|db| async move {
+        let w = World::new(&db).await;
+        w.contact("14001", json!({}));
+        w.mentor("hlf", "14001", day(2027, 6, 30)).await;
+        w.sim.faults().expire_secret(dataverse_sim::DEFAULT_CLIENT_ID).unwrap();
+        match w.service.run().await {
+            Ok(report) => {
+                assert_eq!(report.status, RunStatus::Failed);
+                assert!(report.error.as_deref().unwrap().contains("AADSTS7000222"), "{report:?}");
+            }
+            Err(e) => panic!("a failed run is reported, not an error: {e}"),
+        }
+        assert_eq!(
+            w.store.watermark("hlf", Direction::Pull, "contact").await.unwrap(),
+            Default::default()
+        );
+        assert_eq!(
+            w.store.watermark("hlf", Direction::Push, "contact").await.unwrap(),
+            Default::default()
+        );
+        let runs = w.store.recent_runs("hlf", 1).await.unwrap();
+        assert_eq!(runs[0].status, RunStatus::Failed);
+        db
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_run_killed_mid_batch_converges_on_the_next_run() {
+    each(|db| async move {
+        let config = format!("{DEFAULT_CONFIG}[sync]\nbatch_size_initial = 5\nbatch_size_max = 5\n");
+        let w = World::with_config(&db, &config, None).await;
+        let mut ids = Vec::new();
+        for n in 0..40 {
+            let member = format!("15{n:03}");
+            ids.push(w.contact(&member, json!({})));
+            w.mentor("hlf", &member, day(2027, 6, 30)).await;
+        }
+        w.sim.faults().set_latency(Duration::from_millis(100));
+        let service = w.service.clone();
+        let run = tokio::spawn(async move { service.run().await });
+        // Kill the worker once some batches have landed and others have not.
+        let written = |w: &World| {
+            ids.iter()
+                .filter(|id| w.row(**id)["hlf_peermentorstatus"] == 100000000)
+                .count()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while written(&w) < 10 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        run.abort();
+        let _ = run.await;
+        w.sim.faults().clear();
+        let written_before = written(&w);
+        assert!(
+            (10..40).contains(&written_before),
+            "the kill should land mid-run ({written_before} of 40 written)"
+        );
+        // The killed run's SQLite lease outlives it: the restarted worker waits for the lease to lapse.
+        w.clock.advance(chrono::Duration::hours(1));
+        let report = w.service.run().await.unwrap();
+        assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+        for id in &ids {
+            assert_eq!(w.row(*id)["hlf_peermentorstatus"], 100000000);
+            assert_eq!(w.row(*id)["hlf_showonpublicsite"], true);
+        }
+        assert_eq!(w.sim.state().row_count("contacts"), Some(40), "nothing duplicated");
+        let links = w.store.links_page("hlf", "mentor", None, 100).await.unwrap();
+        assert_eq!(links.len(), 40);
+        let divergence = w.service.reconcile().await.unwrap().divergence;
+        assert_eq!(divergence.records_differing, 0, "{divergence:?}");
+        db
+    })
+    .await;
+}

@@ -1,0 +1,190 @@
+//! End-to-end tests of the sync engine: the production client and credential against the Dataverse emulator, with
+//! the sync state on SQLite and, when `TEST_DATABASE_URL` is set, PostgreSQL.
+
+// Test helpers may unwrap and panic: that is how they report a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
+
+mod conflicts;
+mod faults;
+mod sync;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use dataverse_sim::{RunningSimulator, Simulator};
+use dynamics_client::{ClientOptions, DynamicsClient};
+use integration_config::{IntegrationConfig, RetrySettings};
+use serde_json::{Value, json};
+use sync_engine::{FixedClock, SyncService};
+use sync_store::testing::TestDatabase;
+use sync_store::{Certification, Mentor, Store};
+use uuid::Uuid;
+
+/// The emulator, a store, and an HLF sync service wired like production.
+pub(crate) struct World {
+    pub(crate) sim: RunningSimulator,
+    pub(crate) store: Store,
+    pub(crate) service: SyncService,
+    pub(crate) clock: Arc<FixedClock>,
+}
+
+pub(crate) const DEFAULT_CONFIG: &str = "mapping = \"builtin:hlf-default\"\n[retry]\nrecord_max_attempts = 3\ninitial_backoff_ms = 10\nmax_backoff_seconds = 1\n";
+
+impl World {
+    pub(crate) async fn new(db: &TestDatabase) -> World {
+        Self::with_config(db, DEFAULT_CONFIG, None).await
+    }
+
+    /// A world with configuration text (without the organisation, which is added) and an optional mapping file
+    /// text replacing the built-in one.
+    pub(crate) async fn with_config(db: &TestDatabase, config: &str, mapping: Option<&str>) -> World {
+        let sim = Simulator::builder().start().await.unwrap();
+        let dir = std::env::temp_dir().join(format!("sync-engine-test-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut text = config.to_owned();
+        if let Some(mapping) = mapping {
+            std::fs::write(dir.join("mapping.toml"), mapping).unwrap();
+            text = text.replace("builtin:hlf-default", "mapping.toml");
+        }
+        text.push_str(&format!(
+            "\n[[organisations]]\nid = \"hlf\"\nname = \"HLF\"\nauthority_host = \"{}\"\n",
+            sim.authority_url()
+        ));
+        let env: BTreeMap<String, String> = [
+            ("DYNAMICS_TENANT_ID", dataverse_sim::DEFAULT_TENANT_ID),
+            ("DYNAMICS_CLIENT_ID", dataverse_sim::DEFAULT_CLIENT_ID),
+            ("DYNAMICS_CLIENT_SECRET", dataverse_sim::DEFAULT_CLIENT_SECRET),
+            ("DYNAMICS_INSTANCE_URL", sim.base_url()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let config =
+            IntegrationConfig::from_toml(&text, "test.toml", &dir, &env).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let organisation = config.organisations[0].clone();
+        let client = DynamicsClient::for_organisation(
+            &organisation,
+            ClientOptions {
+                extra_root_certificates: vec![sim.ca_certificate_pem().unwrap().as_bytes().to_vec()],
+                retry: RetrySettings {
+                    initial_backoff: Duration::from_millis(10),
+                    max_backoff: Duration::from_millis(200),
+                    ..config.retry.clone()
+                },
+                ..ClientOptions::default()
+            },
+        )
+        .unwrap();
+        let store = db.store.clone();
+        store.upsert_organisation("hlf", "HLF").await.unwrap();
+        store
+            .upsert_organisation("other", "Another organisation")
+            .await
+            .unwrap();
+        let clock = Arc::new(FixedClock::new(at("2026-06-01T00:30:00Z")));
+        let service = SyncService::new(
+            &organisation,
+            &config,
+            client,
+            Arc::new(store.clone()),
+            store.clone(),
+            clock.clone(),
+        )
+        .unwrap();
+        World {
+            sim,
+            store,
+            service,
+            clock,
+        }
+    }
+
+    /// Adds a contact to Dynamics, as HLF's staff would.
+    pub(crate) fn contact(&self, member: &str, extra: Value) -> Uuid {
+        let mut row = json!({
+            "hlf_membernumber": member,
+            "firstname": "Kari",
+            "lastname": format!("Medlem {member}"),
+            "emailaddress1": format!("m{member}@example.org"),
+            "hlf_peermentorstatus": 100000003,
+            "hlf_showonpublicsite": false,
+            "hlf_membershipstatus": 100000000,
+            "hlf_membershiptype": 100000000,
+            "hlf_paiduntil": "2026-12-31",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            row[k] = v.clone();
+        }
+        self.sim.state().insert("contacts", row).unwrap()
+    }
+
+    pub(crate) fn row(&self, id: Uuid) -> Value {
+        self.sim.state().row("contacts", id).unwrap()
+    }
+
+    /// Adds a mentor to the app with one certification expiring on `expires`.
+    pub(crate) async fn mentor(&self, organisation: &str, member: &str, expires: NaiveDate) {
+        let id = mentor_id(organisation, member);
+        self.store
+            .upsert_mentor(&Mentor {
+                id: id.clone(),
+                organisation_id: organisation.to_owned(),
+                member_number: Some(member.to_owned()),
+                given_name: Some("Kari".into()),
+                family_name: Some(format!("Medlem {member}")),
+                email: Some(format!("m{member}@example.org")),
+                phone: None,
+                coordinator_email: Some("koordinator@hlf.example".into()),
+                dynamics_contact_id: None,
+                updated_at: at("2026-05-01T10:00:00Z"),
+            })
+            .await
+            .unwrap();
+        self.store
+            .upsert_certification(&Certification {
+                id: format!("c-{id}"),
+                mentor_id: id,
+                kind: "likeperson".into(),
+                issued_on: day(2024, 1, 1),
+                expires_on: expires,
+                revoked_at: None,
+                updated_at: at("2026-05-01T10:00:00Z"),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+pub(crate) fn mentor_id(organisation: &str, member: &str) -> String {
+    format!("{organisation}-{member}")
+}
+
+pub(crate) fn at(text: &str) -> DateTime<Utc> {
+    text.parse().unwrap()
+}
+
+pub(crate) fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).unwrap()
+}
+
+/// Runs a test against SQLite and, when `TEST_DATABASE_URL` is set, PostgreSQL.
+pub(crate) async fn each<F, Fut>(test: F)
+where
+    F: Fn(TestDatabase) -> Fut,
+    Fut: Future<Output = TestDatabase>,
+{
+    for db in TestDatabase::all().await.unwrap() {
+        eprintln!("-- on {}", db.name);
+        let db = test(db).await;
+        db.cleanup().await.unwrap();
+    }
+}
+
+#[allow(dead_code)]
+pub(crate) fn fixtures() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
