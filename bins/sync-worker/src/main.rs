@@ -4,6 +4,9 @@
 // A command-line tool talks to its user on stdout and stderr.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod demo;
+mod summary;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,8 +35,9 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
-    /// Run the embedded demo: the Dataverse emulator on loopback, SQLite with seeded data, a real sync.
-    Demo,
+    /// Run the embedded demo: the Dataverse emulator on loopback, SQLite with seeded data, real syncs through the
+    /// production path.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,7 +49,20 @@ enum ConfigAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    // The demo prints its own summary; only errors are logged unless RUST_LOG asks for more.
+    init_logging(if matches!(cli.command, Command::Demo(_)) {
+        "error"
+    } else {
+        "warn"
+    });
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -58,7 +75,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// Logs go to stderr; `RUST_LOG` filters them (`default` when unset, so command output stays readable).
+fn init_logging(default: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Config {
             action: ConfigAction::Check,
@@ -68,11 +97,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("\nconfiguration OK");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo => {
-            println!(
-                "sync-worker demo: not yet available. The embedded demo (Dataverse emulator on loopback, SQLite with \
-                 seeded data, a real sync) arrives with the emulator; see docs/ARCHITECTURE.md for the plan."
-            );
+        Command::Demo(args) => {
+            demo::run(args).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

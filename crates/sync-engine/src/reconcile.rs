@@ -44,6 +44,7 @@ impl SyncService {
     pub async fn reconcile(&self) -> Result<ReconcileReport> {
         let org = self.organisation.id.clone();
         let started = self.clock.now();
+        let timer = std::time::Instant::now();
         let run_id = self.store.start_run(&org, RunKind::Reconcile, started).await?;
         let outcome = self.compare_all().await;
         let mut metrics = RunMetrics::default();
@@ -54,7 +55,7 @@ impl SyncService {
             }
             Err(e) => (RunStatus::Failed, Some(error_chain(e))),
         };
-        metrics.duration_ms = u64::try_from((self.clock.now() - started).num_milliseconds()).unwrap_or(0);
+        metrics.duration_ms = u64::try_from(timer.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.store
             .finish_run(&run_id, status, &metrics, error.as_deref(), self.clock.now())
             .await?;

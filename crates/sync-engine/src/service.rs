@@ -131,12 +131,14 @@ impl SyncService {
             });
         };
         let started = self.clock.now();
+        let timer = std::time::Instant::now();
         let run_id = self.store.start_run(org, RunKind::Sync, started).await?;
         info!(org = %org, run = %run_id, "sync run started");
         let mut run = Run::new(self, Mode::Apply, Some(&lock));
         let outcome = run.sync().await;
         let mut metrics = run.finish_metrics();
-        metrics.duration_ms = u64::try_from((self.clock.now() - started).num_milliseconds()).unwrap_or(0);
+        // Wall time from a monotonic timer: the engine's clock may be injected and stand still.
+        metrics.duration_ms = u64::try_from(timer.elapsed().as_millis()).unwrap_or(u64::MAX);
         let drift = run.drift.clone();
         let (status, error) = match &outcome {
             Ok(()) if metrics.push.failed + metrics.pull.failed > 0 => (RunStatus::Partial, None),

@@ -8,6 +8,7 @@
 
 mod app;
 mod db;
+mod demo;
 mod error;
 mod lock;
 mod model;
@@ -17,6 +18,7 @@ pub mod testing;
 
 pub use app::AppStore;
 pub use db::{Backend, Store};
+pub use demo::{DemoSpec, DemoSummary};
 pub use error::{Error, Result};
 pub use lock::RunLock;
 pub use model::*;
