@@ -755,7 +755,7 @@ impl<'s> Run<'s> {
         let dynamics = dynamics.or_else(|| shadow.clone()).unwrap_or_default();
         let modified_on = meta.as_ref().and_then(|m| m.modified_on);
         let decided = self
-            .decide(&snapshot, shadow.as_ref(), &app, &dynamics, modified_on)
+            .decide(&snapshot, shadow.as_ref(), &app, &dynamics, modified_on, direction)
             .await?;
         let counts = match direction {
             Direction::Pull => &mut self.metrics.pull,
@@ -855,6 +855,7 @@ impl<'s> Run<'s> {
         app: &AppRecord,
         dynamics: &AppRecord,
         dynamics_modified_on: Option<DateTime<Utc>>,
+        direction: Direction,
     ) -> Result<Decided> {
         let app_id = &snapshot.mentor.id;
         let mut decided = Decided {
@@ -930,7 +931,10 @@ impl<'s> Run<'s> {
                     app: app_value,
                     dynamics: dynamics_value,
                 } => {
-                    self.metrics_for_conflict();
+                    match direction {
+                        Direction::Pull => self.metrics.pull.conflicts += 1,
+                        Direction::Push => self.metrics.push.conflicts += 1,
+                    }
                     let side = match self.svc.conflicts.strategy_for(&field) {
                         ConflictStrategy::AppWins => Some(Side::App),
                         ConflictStrategy::DynamicsWins => Some(Side::Dynamics),
@@ -975,10 +979,6 @@ impl<'s> Run<'s> {
 
     fn has_resolution(&self, app_id: &str) -> bool {
         self.resolutions.keys().any(|(id, _)| id == app_id)
-    }
-
-    fn metrics_for_conflict(&mut self) {
-        self.metrics.pull.conflicts += 1;
     }
 
     async fn hold_conflict(
@@ -1191,7 +1191,10 @@ impl<'s> Run<'s> {
     }
 
     async fn write_failed(&mut self, write: &PendingWrite, reason: &str) -> Result<()> {
-        self.metrics.push.failed += 1;
+        match write.direction {
+            Direction::Pull => self.metrics.pull.failed += 1,
+            Direction::Push => self.metrics.push.failed += 1,
+        }
         let certification = write
             .fields
             .iter()
@@ -1251,10 +1254,6 @@ impl<'s> Run<'s> {
             direction,
             after_412: false,
         };
-        if direction == Direction::Pull {
-            self.metrics.pull.failed += 1;
-            self.metrics.push.failed = self.metrics.push.failed.saturating_sub(1);
-        }
         self.write_failed(&write, reason).await
     }
 

@@ -129,7 +129,7 @@ async fn a_manual_conflict_waits_for_an_admin_then_the_choice_is_written() {
         // And stays agreed.
         let report = w.service.run().await.unwrap();
         assert_eq!(
-            report.metrics.pull.conflicts + report.metrics.push.written,
+            report.metrics.pull.conflicts + report.metrics.push.conflicts + report.metrics.push.written,
             0,
             "{report:?}"
         );

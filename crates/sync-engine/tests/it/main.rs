@@ -6,6 +6,7 @@
 
 mod conflicts;
 mod faults;
+mod scoping;
 mod sync;
 
 use std::collections::BTreeMap;
