@@ -92,6 +92,16 @@ impl DynamicsClient {
     /// Reads a table's column metadata and whether change tracking is enabled: three to five requests (the
     /// definition, the attributes, and one per kind of choice column).
     pub async fn table_metadata(&self, logical_name: &str) -> Result<TableMetadata> {
+        self.metadata(logical_name, None).await
+    }
+
+    /// Like [`DynamicsClient::table_metadata`], but reads choice options only for the named columns, saving the
+    /// requests for kinds of choice column the caller does not use (every column is still described).
+    pub async fn table_metadata_for(&self, logical_name: &str, columns: &[String]) -> Result<TableMetadata> {
+        self.metadata(logical_name, Some(columns)).await
+    }
+
+    async fn metadata(&self, logical_name: &str, wanted: Option<&[String]>) -> Result<TableMetadata> {
         let table = format!(
             "EntityDefinitions(LogicalName={})",
             encode_path(&Literal::Text(logical_name).to_string())
@@ -106,7 +116,8 @@ impl DynamicsClient {
         let mut choice_casts = BTreeSet::new();
         for attribute in attributes.value {
             let kind = column_kind(&attribute);
-            if let Some(cast) = choice_cast(&kind) {
+            let wanted = wanted.is_none_or(|w| w.contains(&attribute.logical_name));
+            if let (Some(cast), true) = (choice_cast(&kind), wanted) {
                 choice_casts.insert(cast);
             }
             columns.insert(

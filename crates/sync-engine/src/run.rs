@@ -12,8 +12,8 @@ use dynamics_client::{
 use field_mapping::{AppRecord, AppValue, ConflictStrategy, Decision, Drift, OnDelete};
 use futures::StreamExt;
 use sync_store::{
-    CacheEntry, Conflict, ConflictState, Direction, Link, MentorSnapshot, Notification, PullUpdate, RunLock,
-    RunMetrics, Severity, Side, Watermark,
+    CacheEntry, Conflict, ConflictState, Direction, FailureState, Link, MentorSnapshot, Notification, PullUpdate,
+    RunLock, RunMetrics, Severity, Side, Watermark,
 };
 use tracing::{error, info, warn};
 use uuid::Uuid;
@@ -53,6 +53,8 @@ pub(crate) struct Run<'s> {
     resolutions: BTreeMap<(String, String), (String, Side)>,
     /// Conflicts waiting for an admin: neither side of these fields is written until they are resolved.
     open_conflicts: BTreeSet<(String, String)>,
+    /// App ids with a failed record, so a success clears it without a query per record.
+    failing: BTreeSet<String>,
     pending: Vec<PendingWrite>,
     sizer: BatchSizer,
     plan: Vec<PlanItem>,
@@ -112,6 +114,7 @@ impl<'s> Run<'s> {
             change_tracking: false,
             resolutions: BTreeMap::new(),
             open_conflicts: BTreeSet::new(),
+            failing: BTreeSet::new(),
             pending: Vec::new(),
             sizer: BatchSizer::new(
                 usize::try_from(svc.sync.batch_size_initial).unwrap_or(50),
@@ -158,7 +161,12 @@ impl<'s> Run<'s> {
         self.prepare().await?;
         self.pull().await?;
         self.push().await?;
-        self.flush().await
+        self.flush().await?;
+        if self.apply() {
+            let failing: Vec<String> = self.failing.iter().cloned().collect();
+            self.svc.store.confirm_cache(self.org(), self.now, &failing).await?;
+        }
+        Ok(())
     }
 
     pub(crate) async fn sync_one(&mut self, mentor_id: &str) -> Result<()> {
@@ -187,10 +195,11 @@ impl<'s> Run<'s> {
 
     /// Connectivity, then the schema-drift guard, then pending conflict resolutions.
     async fn prepare(&mut self) -> Result<()> {
+        // Reading the metadata also proves the token and the application user work, so no WhoAmI is spent.
         let client = &self.svc.client;
-        client.who_am_i().await.map_err(|e| self.dynamics(e))?;
+        let mapped: Vec<String> = self.svc.mapping.fields().iter().map(|f| f.column.clone()).collect();
         let table = client
-            .table_metadata(self.svc.mapping.table())
+            .table_metadata_for(self.svc.mapping.table(), &mapped)
             .await
             .map_err(|e| self.dynamics(e))?;
         self.change_tracking = table.change_tracking;
@@ -226,6 +235,11 @@ impl<'s> Run<'s> {
                         self.now,
                     )
                     .await?;
+            }
+        }
+        for state in [FailureState::Retrying, FailureState::Dead, FailureState::Dismissed] {
+            for failure in self.svc.store.failures(self.org(), state).await? {
+                self.failing.insert(failure.record_key);
             }
         }
         for conflict in self.svc.store.pending_conflicts(self.org()).await? {
@@ -516,11 +530,7 @@ impl<'s> Run<'s> {
     }
 
     async fn retry_pull_failures(&mut self) -> Result<()> {
-        let failures = self
-            .svc
-            .store
-            .failures(self.org(), sync_store::FailureState::Retrying)
-            .await?;
+        let failures = self.svc.store.failures(self.org(), FailureState::Retrying).await?;
         let writer = self.svc.client.writer(&self.svc.mapping);
         for failure in failures.into_iter().filter(|f| f.direction == Direction::Pull) {
             let snapshots = self
@@ -618,7 +628,7 @@ impl<'s> Run<'s> {
         let mut ids: Vec<String> = self
             .svc
             .store
-            .failures(self.org(), sync_store::FailureState::Retrying)
+            .failures(self.org(), FailureState::Retrying)
             .await?
             .into_iter()
             .filter(|f| f.direction == Direction::Push)
@@ -824,6 +834,13 @@ impl<'s> Run<'s> {
                 after_412,
             });
             return Ok(());
+        }
+        let unchanged = link.as_ref().is_some_and(|l| {
+            l.shadow == decided.agreed && l.etag == meta.etag && l.dynamics_id == meta.id && decided.to_app.is_empty()
+        });
+        if unchanged {
+            // Nothing new to record: the link already says this. Its cache entry is refreshed in bulk at the end.
+            return self.clear_failures(&app_id).await;
         }
         if self.apply() {
             let link = Link {
@@ -1200,6 +1217,7 @@ impl<'s> Run<'s> {
             .iter()
             .any(|(f, _)| CERTIFICATION_FIELDS.contains(&f.as_str()));
         warn!(org = %self.org(), mentor = %write.app_id, reason = %reason, "a write to Dynamics failed; queued for the next run");
+        self.failing.insert(write.app_id.clone());
         let failure = self
             .svc
             .store
@@ -1294,7 +1312,10 @@ impl<'s> Run<'s> {
     }
 
     /// A record that synced is no longer failing, whichever way it failed before.
-    async fn clear_failures(&self, app_id: &str) -> Result<()> {
+    async fn clear_failures(&mut self, app_id: &str) -> Result<()> {
+        if !self.failing.remove(app_id) {
+            return Ok(());
+        }
         for direction in [Direction::Pull, Direction::Push] {
             self.svc
                 .store

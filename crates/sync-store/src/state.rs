@@ -919,6 +919,30 @@ impl Store {
         Ok(())
     }
 
+    /// Marks every cache entry of an organisation as confirmed at `as_of`, except the listed mentors (whose sync
+    /// failed): after a run, everything else is known to agree with Dynamics.
+    pub async fn confirm_cache(&self, organisation_id: &str, as_of: DateTime<Utc>, except: &[String]) -> Result<u64> {
+        let mut sql = "UPDATE certification_cache SET as_of = $1 WHERE organisation_id = $2".to_owned();
+        if !except.is_empty() {
+            let list = (3..3 + except.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            sql.push_str(&format!(" AND mentor_id NOT IN ({list})"));
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ms(as_of))
+            .bind(organisation_id);
+        for id in except {
+            query = query.bind(id);
+        }
+        Ok(query
+            .execute(&self.pool)
+            .await
+            .doing("confirming the certification cache")?
+            .rows_affected())
+    }
+
     /// The cached certification status of a mentor.
     pub async fn cache_entry(&self, organisation_id: &str, mentor_id: &str) -> Result<Option<CacheEntry>> {
         let row = sqlx::query("SELECT * FROM certification_cache WHERE organisation_id = $1 AND mentor_id = $2")

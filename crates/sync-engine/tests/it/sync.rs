@@ -292,3 +292,34 @@ async fn a_second_run_for_the_same_organisation_is_refused_while_one_holds_the_l
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_delta_with_nothing_changed_makes_a_constant_handful_of_requests() {
+    each(|db| async move {
+        let w = World::new(&db).await;
+        for n in 0..25 {
+            let member = format!("16{n:03}");
+            w.contact(&member, json!({}));
+            w.mentor("hlf", &member, day(2027, 6, 30)).await;
+        }
+        w.service.run().await.unwrap();
+        w.clock.advance(chrono::Duration::days(1));
+        let quiet = w.service.run().await.unwrap();
+        // Metadata (definition, attributes, two kinds of choice column) and one delta page.
+        assert!(quiet.metrics.requests <= 5, "{:?}", quiet.metrics);
+        assert_eq!(quiet.metrics.push.written + quiet.metrics.pull.written, 0);
+        let cached = w
+            .service
+            .certification_status(&mentor_id("hlf", "16000"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            cached.as_of,
+            sync_engine::Clock::now(w.clock.as_ref()),
+            "the cache is confirmed by the run"
+        );
+        db
+    })
+    .await;
+}
