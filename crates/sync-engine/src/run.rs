@@ -311,7 +311,11 @@ impl<'s> Run<'s> {
                     }
                 }
                 self.pull_rows(rows).await?;
-                self.flush().await?;
+                // Writes gather across pages into full batches; the delta link (on the last page) is saved only
+                // once every write before it is done.
+                if self.pending.len() >= self.sizer.size() || page.delta_link.is_some() {
+                    self.flush().await?;
+                }
                 if let (Some(link), true) = (page.delta_link, self.apply()) {
                     let mark = Watermark {
                         at: None,
@@ -342,20 +346,17 @@ impl<'s> Run<'s> {
                 let page = page.map_err(|e| self.dynamics(e))?;
                 let newest = page.rows.iter().filter_map(|r| self.meta(r).ok()?.modified_on).max();
                 self.pull_rows(page.rows).await?;
-                self.flush().await?;
                 mark = mark.max(newest);
-                if self.apply() {
-                    let watermark = Watermark {
-                        at: mark,
-                        delta_link: None,
-                        updated_at: None,
-                    };
-                    self.svc
-                        .store
-                        .set_watermark(self.org(), Direction::Pull, &table, &watermark, self.now)
-                        .await?;
+                if self.pending.len() >= self.sizer.size() {
+                    self.flush().await?;
+                }
+                // The watermark moves only when every write of the pages it covers is done.
+                if self.pending.is_empty() {
+                    self.save_pull_watermark(&table, mark).await?;
                 }
             }
+            self.flush().await?;
+            self.save_pull_watermark(&table, mark).await?;
         }
         self.retry_pull_failures().await
     }
@@ -569,7 +570,7 @@ impl<'s> Run<'s> {
         let since = watermark
             .at
             .map(|at| at - chrono::Duration::from_std(self.svc.sync.overlap).unwrap_or_default());
-        let mut cursor = None;
+        let mut cursor: Option<sync_store::ChangeCursor> = None;
         loop {
             let page = self
                 .svc
@@ -580,25 +581,52 @@ impl<'s> Run<'s> {
             let last = last.clone();
             let full = page.len() == APP_PAGE as usize;
             self.push_snapshots(page.into_iter().map(|(_, s)| s).collect()).await?;
-            self.flush().await?;
-            if self.apply() {
-                let mark = Watermark {
-                    at: Some(last.changed_at),
-                    delta_link: None,
-                    updated_at: None,
-                };
-                self.svc
-                    .store
-                    .set_watermark(self.org(), Direction::Push, &table, &mark, self.now)
-                    .await?;
-            }
             cursor = Some(last);
+            // Writes gather across pages into full batches; the watermark moves only when they are all written.
+            if self.pending.len() >= self.sizer.size() {
+                self.flush().await?;
+                self.save_push_watermark(&table, cursor.as_ref()).await?;
+            }
             if !full {
                 break;
             }
         }
+        self.flush().await?;
+        self.save_push_watermark(&table, cursor.as_ref()).await?;
         self.push_expired().await?;
         self.push_retries_and_resolutions().await
+    }
+
+    async fn save_pull_watermark(&self, table: &str, at: Option<DateTime<Utc>>) -> Result<()> {
+        if !self.apply() {
+            return Ok(());
+        }
+        let mark = Watermark {
+            at,
+            delta_link: None,
+            updated_at: None,
+        };
+        Ok(self
+            .svc
+            .store
+            .set_watermark(self.org(), Direction::Pull, table, &mark, self.now)
+            .await?)
+    }
+
+    async fn save_push_watermark(&self, table: &str, cursor: Option<&sync_store::ChangeCursor>) -> Result<()> {
+        let (Some(cursor), true) = (cursor, self.apply()) else {
+            return Ok(());
+        };
+        let mark = Watermark {
+            at: Some(cursor.changed_at),
+            delta_link: None,
+            updated_at: None,
+        };
+        Ok(self
+            .svc
+            .store
+            .set_watermark(self.org(), Direction::Push, table, &mark, self.now)
+            .await?)
     }
 
     /// The time rule: certifications that expired by the passing of time change no app row, so every run asks for

@@ -43,6 +43,16 @@ impl World {
     /// A world with configuration text (without the organisation, which is added) and an optional mapping file
     /// text replacing the built-in one.
     pub(crate) async fn with_config(db: &TestDatabase, config: &str, mapping: Option<&str>) -> World {
+        Self::with_organisation(db, config, mapping, "").await
+    }
+
+    /// Like [`World::with_config`], with `organisation` appended to the organisation's table (e.g. its filters).
+    pub(crate) async fn with_organisation(
+        db: &TestDatabase,
+        config: &str,
+        mapping: Option<&str>,
+        organisation: &str,
+    ) -> World {
         let sim = Simulator::builder().start().await.unwrap();
         let dir = std::env::temp_dir().join(format!("sync-engine-test-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -55,6 +65,7 @@ impl World {
             "\n[[organisations]]\nid = \"hlf\"\nname = \"HLF\"\nauthority_host = \"{}\"\n",
             sim.authority_url()
         ));
+        text.push_str(organisation);
         let env: BTreeMap<String, String> = [
             ("DYNAMICS_TENANT_ID", dataverse_sim::DEFAULT_TENANT_ID),
             ("DYNAMICS_CLIENT_ID", dataverse_sim::DEFAULT_CLIENT_ID),

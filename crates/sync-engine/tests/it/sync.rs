@@ -323,3 +323,33 @@ async fn a_delta_with_nothing_changed_makes_a_constant_handful_of_requests() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn with_an_entity_filter_the_pull_uses_the_modifiedon_watermark() {
+    each(|db| async move {
+        let filter = "[organisations.filters]\ncontact = \"hlf_membernumber ne null\"\n";
+        let w = World::with_organisation(&db, super::DEFAULT_CONFIG, None, filter).await;
+        let id = w.contact("17001", json!({}));
+        w.mentor("hlf", "17001", day(2027, 6, 30)).await;
+        w.service.run().await.unwrap();
+        assert_eq!(w.row(id)["hlf_peermentorstatus"], 100000000);
+        let mark = w.store.watermark("hlf", Direction::Pull, "contact").await.unwrap();
+        assert!(mark.at.is_some() && mark.delta_link.is_none(), "{mark:?}");
+
+        w.sim
+            .state()
+            .update("contacts", id, json!({ "firstname": "Filtrert" }))
+            .unwrap();
+        let report = w.service.run().await.unwrap();
+        assert_eq!(report.metrics.pull.written, 1, "{report:?}");
+        let snapshot = w
+            .store
+            .mentors("hlf", &[mentor_id("hlf", "17001")])
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(snapshot.mentor.given_name.as_deref(), Some("Filtrert"));
+        db
+    })
+    .await;
+}
