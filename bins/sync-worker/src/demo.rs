@@ -2,7 +2,6 @@
 //! and runs real syncs through the production path: the configuration loader, the Azure AD credential (over TLS to
 //! the emulator's token endpoint), the Dynamics client, the engine and the store. Nothing is bypassed.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -173,15 +172,7 @@ async fn visible(sim: &RunningSimulator, store: &Store) -> anyhow::Result<usize>
 
 /// The demo's configuration, through the same loader production uses; the credentials point at the emulator.
 fn demo_config(sim: &RunningSimulator, dir: &std::path::Path) -> anyhow::Result<IntegrationConfig> {
-    let env: BTreeMap<String, String> = [
-        ("DYNAMICS_TENANT_ID", dataverse_sim::DEFAULT_TENANT_ID),
-        ("DYNAMICS_CLIENT_ID", dataverse_sim::DEFAULT_CLIENT_ID),
-        ("DYNAMICS_CLIENT_SECRET", dataverse_sim::DEFAULT_CLIENT_SECRET),
-        ("DYNAMICS_INSTANCE_URL", sim.base_url()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    let env = sim.worker_environment("DYNAMICS");
     let text = format!(
         "mapping = \"builtin:hlf-default\"\n\n[[organisations]]\nid = \"{ORGANISATION}\"\nname = \"HLF (demo)\"\nauthority_host = \"{}\"\n",
         sim.authority_url()

@@ -1,7 +1,7 @@
 //! The running server: the builder, the axum routes, TLS on loopback with a certificate generated at start, the
 //! connection wrapper that lets a fault drop a connection, and the handles tests use to reach state and faults.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -1003,6 +1003,22 @@ impl RunningSimulator {
     /// The scope a client-credentials request asks for: `<base>/.default`.
     pub fn scope(&self) -> String {
         format!("{}/.default", self.base)
+    }
+
+    /// The credential variables a worker reads to reach this simulator as its default app registration:
+    /// `<prefix>_TENANT_ID`, `_CLIENT_ID`, `_CLIENT_SECRET` and `_INSTANCE_URL` (prefix `DYNAMICS` for HLF). The
+    /// worker must also be told the simulator's authority ([`RunningSimulator::authority_url`]) and to trust its
+    /// certificate ([`RunningSimulator::ca_certificate_pem`]).
+    pub fn worker_environment(&self, prefix: &str) -> BTreeMap<String, String> {
+        [
+            ("TENANT_ID", DEFAULT_TENANT_ID),
+            ("CLIENT_ID", DEFAULT_CLIENT_ID),
+            ("CLIENT_SECRET", DEFAULT_CLIENT_SECRET),
+            ("INSTANCE_URL", self.base_url()),
+        ]
+        .into_iter()
+        .map(|(name, value)| (format!("{prefix}_{name}"), value.to_owned()))
+        .collect()
     }
 
     /// The bound socket address.

@@ -6,7 +6,6 @@
 // A benchmark reports on stdout and may unwrap: a failure is the report.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -99,15 +98,7 @@ async fn bench(contacts: usize, mentors: usize) {
     let store = sync_store::Store::connect(&format!("sqlite://{}", dir.path().join("bench.db").display()))
         .await
         .unwrap();
-    let env: BTreeMap<String, String> = [
-        ("DYNAMICS_TENANT_ID", dataverse_sim::DEFAULT_TENANT_ID),
-        ("DYNAMICS_CLIENT_ID", dataverse_sim::DEFAULT_CLIENT_ID),
-        ("DYNAMICS_CLIENT_SECRET", dataverse_sim::DEFAULT_CLIENT_SECRET),
-        ("DYNAMICS_INSTANCE_URL", sim.base_url()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    let env = sim.worker_environment("DYNAMICS");
     let text = format!(
         "mapping = \"builtin:hlf-default\"\n[[organisations]]\nid = \"hlf\"\nname = \"HLF\"\nauthority_host = \"{}\"\n",
         sim.authority_url()

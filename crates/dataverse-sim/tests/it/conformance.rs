@@ -2,7 +2,6 @@
 //! emulator the same cases its wiremock tests encode from Microsoft's documented payloads. A difference found here
 //! is fixed in the emulator, not in the test.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -17,15 +16,8 @@ use integration_config::{IntegrationConfig, OrganisationConfig};
 use serde_json::json;
 
 fn organisation(sim: &RunningSimulator, secret: &str) -> OrganisationConfig {
-    let env: BTreeMap<String, String> = [
-        ("DYNAMICS_TENANT_ID", dataverse_sim::DEFAULT_TENANT_ID),
-        ("DYNAMICS_CLIENT_ID", dataverse_sim::DEFAULT_CLIENT_ID),
-        ("DYNAMICS_CLIENT_SECRET", secret),
-        ("DYNAMICS_INSTANCE_URL", sim.base_url()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    let mut env = sim.worker_environment("DYNAMICS");
+    env.insert("DYNAMICS_CLIENT_SECRET".to_owned(), secret.to_owned());
     let text = format!(
         "mapping = \"builtin:hlf-default\"\n[[organisations]]\nid = \"hlf\"\nname = \"HLF\"\nauthority_host = \"{}\"\n",
         sim.authority_url()

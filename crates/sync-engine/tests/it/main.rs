@@ -9,7 +9,6 @@ mod faults;
 mod scoping;
 mod sync;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -66,15 +65,7 @@ impl World {
             sim.authority_url()
         ));
         text.push_str(organisation);
-        let env: BTreeMap<String, String> = [
-            ("DYNAMICS_TENANT_ID", dataverse_sim::DEFAULT_TENANT_ID),
-            ("DYNAMICS_CLIENT_ID", dataverse_sim::DEFAULT_CLIENT_ID),
-            ("DYNAMICS_CLIENT_SECRET", dataverse_sim::DEFAULT_CLIENT_SECRET),
-            ("DYNAMICS_INSTANCE_URL", sim.base_url()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+        let env = sim.worker_environment("DYNAMICS");
         let config =
             IntegrationConfig::from_toml(&text, "test.toml", &dir, &env).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let organisation = config.organisations[0].clone();
