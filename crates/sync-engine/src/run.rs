@@ -162,7 +162,8 @@ impl<'s> Run<'s> {
         self.pull().await?;
         self.push().await?;
         self.flush().await?;
-        if self.apply() {
+        // With schema drift nothing was written, so nothing can be confirmed.
+        if self.apply() && self.writes_enabled {
             let failing: Vec<String> = self.failing.iter().cloned().collect();
             self.svc.store.confirm_cache(self.org(), self.now, &failing).await?;
         }
