@@ -211,11 +211,16 @@ impl Error {
         matches!(self, Error::Throttled { .. })
     }
 
-    /// Whether the failure concerns the whole run (credentials, reachability, throttling), not one record.
+    /// Whether the failure concerns the whole run (credentials, a missing privilege, reachability, throttling),
+    /// not one record.
     pub fn is_run_level(&self) -> bool {
         matches!(
             self,
-            Error::Auth(_) | Error::Unauthorized { .. } | Error::Throttled { .. } | Error::Transport { .. }
+            Error::Auth(_)
+                | Error::Unauthorized { .. }
+                | Error::PrivilegeDenied { .. }
+                | Error::Throttled { .. }
+                | Error::Transport { .. }
         )
     }
 

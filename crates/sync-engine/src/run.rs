@@ -58,7 +58,8 @@ pub(crate) struct Run<'s> {
     pending: Vec<PendingWrite>,
     sizer: BatchSizer,
     plan: Vec<PlanItem>,
-    processed: BTreeSet<String>,
+    /// Mentors decided this run, with the app change time each decision saw: a later app change is decided again.
+    processed: BTreeMap<String, DateTime<Utc>>,
 }
 
 /// A write to one Dynamics contact, waiting for its batch.
@@ -121,7 +122,7 @@ impl<'s> Run<'s> {
                 usize::try_from(svc.sync.batch_size_max).unwrap_or(1000),
             ),
             plan: Vec::new(),
-            processed: BTreeSet::new(),
+            processed: BTreeMap::new(),
         }
     }
 
@@ -164,8 +165,7 @@ impl<'s> Run<'s> {
         self.flush().await?;
         // With schema drift nothing was written, so nothing can be confirmed.
         if self.apply() && self.writes_enabled {
-            let failing: Vec<String> = self.failing.iter().cloned().collect();
-            self.svc.store.confirm_cache(self.org(), self.now, &failing).await?;
+            self.svc.store.confirm_cache(self.org(), self.now).await?;
         }
         Ok(())
     }
@@ -284,12 +284,18 @@ impl<'s> Run<'s> {
             let client = self.svc.client.clone();
             // A delta link from another instance (the instance URL changed) cannot be followed: start over.
             let api_base = client.api_base().as_str().to_owned();
+            // A delta link keeps the columns it was made with: after a mapping change or under schema drift it
+            // would read the wrong ones, so it is followed only when its columns are the ones read now.
             let delta_link = watermark.delta_link.as_deref().filter(|link| {
                 let ours = link.starts_with(&api_base);
                 if !ours {
                     warn!(org = %self.org(), "the stored delta link is for another Dynamics instance; reading every contact again");
                 }
-                ours
+                let same_columns = selected_columns(link) == select.iter().cloned().collect::<BTreeSet<_>>();
+                if ours && !same_columns {
+                    warn!(org = %self.org(), "the columns read changed since the delta link was made; reading every contact again");
+                }
+                ours && same_columns
             });
             let mut stream = match delta_link {
                 Some(link) => match client.changes_since(link).await.map_err(|e| self.dynamics(e))? {
@@ -304,6 +310,7 @@ impl<'s> Run<'s> {
             };
             while let Some(page) = stream.next().await {
                 let page = page.map_err(|e| self.dynamics(e))?;
+                self.keep_lock().await?;
                 let mut rows = Vec::new();
                 for change in page.changes {
                     match change {
@@ -317,7 +324,9 @@ impl<'s> Run<'s> {
                 if self.pending.len() >= self.sizer.size() || page.delta_link.is_some() {
                     self.flush().await?;
                 }
-                if let (Some(link), true) = (page.delta_link, self.apply()) {
+                // Under schema drift nothing is written, so the delta link stays where it was: the changes it
+                // would skip are read again once the drift is fixed.
+                if let (Some(link), true) = (page.delta_link, self.apply() && self.writes_enabled) {
                     let mark = Watermark {
                         at: None,
                         delta_link: Some(link),
@@ -345,6 +354,7 @@ impl<'s> Run<'s> {
             let mut mark = watermark.at;
             while let Some(page) = pages.next().await {
                 let page = page.map_err(|e| self.dynamics(e))?;
+                self.keep_lock().await?;
                 let newest = page.rows.iter().filter_map(|r| self.meta(r).ok()?.modified_on).max();
                 self.pull_rows(page.rows).await?;
                 mark = mark.max(newest);
@@ -458,7 +468,7 @@ impl<'s> Run<'s> {
                 self.metrics.pull.skipped += 1;
                 continue;
             };
-            if self.processed.contains(&snapshot.mentor.id) {
+            if self.processed.contains_key(&snapshot.mentor.id) {
                 continue;
             }
             if let Some(link) = &link
@@ -508,7 +518,7 @@ impl<'s> Run<'s> {
     /// A linked contact was deleted in Dynamics: end the membership or only unlink, as the mapping says. The app row
     /// is never deleted.
     async fn deleted(&mut self, link: Link) -> Result<()> {
-        self.processed.insert(link.app_id.clone());
+        self.processed.insert(link.app_id.clone(), self.now);
         if !self.apply() {
             self.plan.push(PlanItem::Deletion { mentor_id: link.app_id });
             return Ok(());
@@ -527,6 +537,7 @@ impl<'s> Run<'s> {
             .set_dynamics_contact(self.org(), &link.app_id, None)
             .await?;
         self.svc.store.delete_link(self.org(), MENTOR, &link.app_id).await?;
+        self.svc.store.delete_cache_entry(self.org(), &link.app_id).await?;
         self.metrics.pull.written += 1;
         Ok(())
     }
@@ -543,7 +554,7 @@ impl<'s> Run<'s> {
             let Some(snapshot) = snapshots.into_iter().next() else {
                 continue;
             };
-            if self.processed.contains(&snapshot.mentor.id) {
+            if self.processed.contains_key(&snapshot.mentor.id) {
                 continue;
             }
             let link = self.link_of(&snapshot.mentor.id).await?;
@@ -580,6 +591,7 @@ impl<'s> Run<'s> {
                 .await?;
             let Some((last, _)) = page.last() else { break };
             let last = last.clone();
+            self.keep_lock().await?;
             let full = page.len() == APP_PAGE as usize;
             self.push_snapshots(page.into_iter().map(|(_, s)| s).collect()).await?;
             cursor = Some(last);
@@ -598,8 +610,9 @@ impl<'s> Run<'s> {
         self.push_retries_and_resolutions().await
     }
 
+    /// Moves the pull watermark; not under schema drift, so changes are read again once writes are possible.
     async fn save_pull_watermark(&self, table: &str, at: Option<DateTime<Utc>>) -> Result<()> {
-        if !self.apply() {
+        if !self.apply() || !self.writes_enabled {
             return Ok(());
         }
         let mark = Watermark {
@@ -615,7 +628,8 @@ impl<'s> Run<'s> {
     }
 
     async fn save_push_watermark(&self, table: &str, cursor: Option<&sync_store::ChangeCursor>) -> Result<()> {
-        let (Some(cursor), true) = (cursor, self.apply()) else {
+        // Under schema drift the app's changes were not written, so the watermark stays for the next run.
+        let (Some(cursor), true) = (cursor, self.apply() && self.writes_enabled) else {
             return Ok(());
         };
         let mark = Watermark {
@@ -633,24 +647,64 @@ impl<'s> Run<'s> {
     /// The time rule: certifications that expired by the passing of time change no app row, so every run asks for
     /// mentors Dynamics still shows as visible whose expiry date has passed.
     async fn push_expired(&mut self) -> Result<()> {
-        let mut tried = BTreeSet::new();
+        // Paged by app id, so mentors whose writes keep failing cannot hide the ones after them.
+        let mut after: Option<String> = None;
         loop {
             let due = self
                 .svc
                 .store
-                .visible_but_expired(self.org(), MENTOR, self.today, APP_PAGE)
+                .visible_but_expired(self.org(), MENTOR, self.today, after.as_deref(), APP_PAGE)
                 .await?;
-            let fresh: Vec<String> = due.into_iter().filter(|id| tried.insert(id.clone())).collect();
-            if fresh.is_empty() {
-                return Ok(());
-            }
-            let snapshots = self.svc.app.mentors(self.org(), &fresh).await?;
+            let Some(last) = due.last().cloned() else { return Ok(()) };
+            let snapshots = self.svc.app.mentors(self.org(), &due).await?;
+            let found: BTreeSet<String> = snapshots.iter().map(|s| s.mentor.id.clone()).collect();
+            let gone: Vec<String> = due.iter().filter(|id| !found.contains(*id)).cloned().collect();
             self.push_snapshots(snapshots).await?;
+            self.hide_gone(&gone).await?;
             self.flush().await?;
-            if !self.apply() {
+            if due.len() < APP_PAGE as usize {
                 return Ok(());
             }
+            after = Some(last);
         }
+    }
+
+    /// Linked mentors no longer in the app (deleted, or moved to another organisation) cannot be decided from app
+    /// data, but Dynamics must not keep showing them: they are hidden from the public site from the link alone.
+    async fn hide_gone(&mut self, app_ids: &[String]) -> Result<()> {
+        if app_ids.is_empty() || !self.writes_enabled {
+            return Ok(());
+        }
+        let mapping = &self.svc.mapping;
+        let mut fields = Vec::new();
+        if mapping.field("show_on_public_site").is_some() {
+            fields.push(("show_on_public_site".to_owned(), AppValue::Bool(false)));
+        }
+        if mapping.field("certification_status").is_some() {
+            fields.push(("certification_status".to_owned(), AppValue::Choice("none".to_owned())));
+        }
+        for link in self.svc.store.links(self.org(), MENTOR, app_ids).await? {
+            warn!(org = %self.org(), mentor = %link.app_id, "the mentor is no longer in the app; hiding the contact from the public site");
+            let mut shadow_after = link.shadow.clone();
+            for (field, value) in &fields {
+                shadow_after.insert(field.clone(), value.clone());
+            }
+            self.processed.insert(link.app_id.clone(), self.now);
+            self.pending.push(PendingWrite {
+                app_id: link.app_id,
+                member_number: Some(link.alternate_key),
+                coordinator: None,
+                dynamics_id: Some(link.dynamics_id),
+                etag: link.etag,
+                fields: fields.clone(),
+                shadow_after,
+                dynamics_modified_on: link.dynamics_modified_on,
+                resolved: Vec::new(),
+                direction: Direction::Push,
+                after_412: false,
+            });
+        }
+        Ok(())
     }
 
     async fn push_retries_and_resolutions(&mut self) -> Result<()> {
@@ -664,7 +718,7 @@ impl<'s> Run<'s> {
             .map(|f| f.record_key)
             .collect();
         ids.extend(self.resolutions.keys().map(|(app_id, _)| app_id.clone()));
-        ids.retain(|id| !self.processed.contains(id));
+        ids.retain(|id| !self.processed.contains_key(id));
         ids.sort();
         ids.dedup();
         for chunk in ids.chunks(APP_PAGE as usize) {
@@ -702,6 +756,16 @@ impl<'s> Run<'s> {
     /// Decides app-changed mentors against their shadows (what Dynamics held when both last agreed); the etag
     /// guards each write, so a concurrent change in Dynamics is caught rather than overwritten.
     async fn push_snapshots(&mut self, snapshots: Vec<MentorSnapshot>) -> Result<()> {
+        // A mentor the pull decided earlier in this run but whose app row changed since is decided again; its
+        // pending write (if any) goes out first so the new decision starts from the link it leaves.
+        let changed_since = snapshots.iter().any(|s| {
+            self.processed
+                .get(&s.mentor.id)
+                .is_some_and(|seen| changed_at(s) > *seen)
+        });
+        if changed_since {
+            self.flush().await?;
+        }
         let ids: Vec<String> = snapshots.iter().map(|s| s.mentor.id.clone()).collect();
         let links: BTreeMap<String, Link> = self
             .svc
@@ -712,12 +776,36 @@ impl<'s> Run<'s> {
             .map(|l| (l.app_id.clone(), l))
             .collect();
         for snapshot in snapshots {
-            if self.processed.contains(&snapshot.mentor.id) || self.has_resolution(&snapshot.mentor.id) {
+            let decided_already = self
+                .processed
+                .get(&snapshot.mentor.id)
+                .is_some_and(|seen| changed_at(&snapshot) <= *seen);
+            if decided_already || self.has_resolution(&snapshot.mentor.id) {
                 // Resolved conflicts are applied against Dynamics as it is now, later in the run.
                 continue;
             }
             self.metrics.push.read += 1;
             match links.get(&snapshot.mentor.id).cloned() {
+                // A shadow missing a mapped field (a field added to the mapping, or lost while the schema
+                // drifted) cannot stand in for Dynamics: read the row.
+                Some(link)
+                    if self
+                        .svc
+                        .mapping
+                        .fields()
+                        .iter()
+                        .any(|f| !link.shadow.contains_key(&f.field)) =>
+                {
+                    let writer = self.svc.client.writer(&self.svc.mapping);
+                    match writer
+                        .read(link.dynamics_id, &self.select())
+                        .await
+                        .map_err(|e| self.dynamics(e))?
+                    {
+                        Some(row) => self.with_row(snapshot, Some(link), &row, Direction::Push).await?,
+                        None => self.deleted(link).await?,
+                    }
+                }
                 Some(link) => {
                     let meta = RowMeta {
                         id: link.dynamics_id,
@@ -737,7 +825,7 @@ impl<'s> Run<'s> {
     /// A mentor with no link yet: find the contact by member number.
     async fn unlinked(&mut self, snapshot: MentorSnapshot) -> Result<()> {
         let Some(number) = snapshot.mentor.member_number.clone() else {
-            self.processed.insert(snapshot.mentor.id.clone());
+            self.processed.insert(snapshot.mentor.id.clone(), changed_at(&snapshot));
             return self
                 .record_failure(
                     &snapshot,
@@ -750,7 +838,7 @@ impl<'s> Run<'s> {
         let key = match AlternateKey::new(&self.svc.mapping.alternate_key().column, &number) {
             Ok(key) => key,
             Err(e) => {
-                self.processed.insert(snapshot.mentor.id.clone());
+                self.processed.insert(snapshot.mentor.id.clone(), changed_at(&snapshot));
                 return self
                     .record_failure(&snapshot, Direction::Push, &e.to_string(), true)
                     .await;
@@ -765,7 +853,7 @@ impl<'s> Run<'s> {
         match row {
             Some(row) => self.with_row(snapshot, None, &row, Direction::Push).await,
             None => {
-                self.processed.insert(snapshot.mentor.id.clone());
+                self.processed.insert(snapshot.mentor.id.clone(), changed_at(&snapshot));
                 let reason = format!(
                     "no contact with member number {number} in Dynamics; check the member number or register the member in Dynamics"
                 );
@@ -788,7 +876,7 @@ impl<'s> Run<'s> {
         after_412: bool,
     ) -> Result<()> {
         let app_id = snapshot.mentor.id.clone();
-        self.processed.insert(app_id.clone());
+        self.processed.insert(app_id.clone(), changed_at(&snapshot));
         let shadow = link.as_ref().map(|l| l.shadow.clone());
         let app = app_record(&self.svc.mapping, &snapshot, self.today, shadow.as_ref());
         let dynamics = dynamics.or_else(|| shadow.clone()).unwrap_or_default();
@@ -864,9 +952,13 @@ impl<'s> Run<'s> {
             });
             return Ok(());
         }
-        let unchanged = link.as_ref().is_some_and(|l| {
-            l.shadow == decided.agreed && l.etag == meta.etag && l.dynamics_id == meta.id && decided.to_app.is_empty()
-        });
+        let unchanged = decided.to_dynamics.is_empty()
+            && link.as_ref().is_some_and(|l| {
+                l.shadow == decided.agreed
+                    && l.etag == meta.etag
+                    && l.dynamics_id == meta.id
+                    && decided.to_app.is_empty()
+            });
         if unchanged {
             // Nothing new to record: the link already says this. Its cache entry is refreshed in bulk at the end.
             return self.clear_failures(&app_id).await;
@@ -1020,6 +1112,17 @@ impl<'s> Run<'s> {
                 decided.to_dynamics.push((field, value));
             }
         }
+        // Fields not compared this time (unreadable under schema drift, or missing from one side) keep what the
+        // shadow knew, so a shadow never silently loses a field.
+        if let Some(shadow) = shadow {
+            for (field, value) in shadow {
+                decided.agreed.entry(field.clone()).or_insert_with(|| value.clone());
+                decided
+                    .after_write
+                    .entry(field.clone())
+                    .or_insert_with(|| value.clone());
+            }
+        }
         Ok(decided)
     }
 
@@ -1089,10 +1192,7 @@ impl<'s> Run<'s> {
             let take = self.sizer.size().min(self.pending.len());
             let chunk: Vec<PendingWrite> = self.pending.drain(..take).collect();
             self.write_batch(chunk).await?;
-            if let Some(lock) = self.lock {
-                lock.renew(std::time::Duration::from_secs(30 * 60), self.svc.clock.now())
-                    .await?;
-            }
+            self.keep_lock().await?;
         }
         Ok(())
     }
@@ -1152,17 +1252,9 @@ impl<'s> Run<'s> {
             self.svc.client.metrics().throttled > throttled_before,
             started.elapsed(),
         );
-        let parts = match answered {
-            Ok(parts) => parts,
-            Err(e) if e.is_run_level() => return Err(self.dynamics(e)),
-            Err(e) => {
-                let reason = e.to_string();
-                for write in &sent {
-                    self.write_failed(write, &reason).await?;
-                }
-                return Ok(());
-            }
-        };
+        // A batch refused or unreadable as a whole says nothing about its records: the run fails, its writes are
+        // decided again next run, and no record is blamed (nor any coordinator mailed) for it.
+        let parts = answered.map_err(|e| self.dynamics(e))?;
         for (write, part) in sent.into_iter().zip(parts) {
             match writer.written_from_part(&part) {
                 Ok(written) => self.write_succeeded(write, written).await?,
@@ -1340,9 +1432,18 @@ impl<'s> Run<'s> {
         Ok(self.svc.store.save_cache_entry(&entry).await?)
     }
 
+    /// Renews the run lock; a lost lock stops the run rather than let it overlap another.
+    async fn keep_lock(&self) -> Result<()> {
+        if let Some(lock) = self.lock {
+            lock.renew(std::time::Duration::from_secs(30 * 60), self.svc.clock.now())
+                .await?;
+        }
+        Ok(())
+    }
+
     /// A record that synced is no longer failing, whichever way it failed before.
     async fn clear_failures(&mut self, app_id: &str) -> Result<()> {
-        if !self.failing.remove(app_id) {
+        if !self.apply() || !self.failing.remove(app_id) {
             return Ok(());
         }
         for direction in [Direction::Pull, Direction::Push] {
@@ -1363,4 +1464,16 @@ impl<'s> Run<'s> {
             .into_iter()
             .next())
     }
+}
+
+/// The `$select` columns of a delta link.
+fn selected_columns(link: &str) -> BTreeSet<String> {
+    url::Url::parse(link)
+        .ok()
+        .and_then(|url| {
+            url.query_pairs()
+                .find(|(name, _)| name == "$select")
+                .map(|(_, value)| value.split(',').map(str::to_owned).collect())
+        })
+        .unwrap_or_default()
 }

@@ -123,7 +123,9 @@ impl SyncService {
     pub async fn run(&self) -> Result<RunReport> {
         let org = &self.organisation.id;
         let lease = Duration::from_secs(30 * 60);
-        let Some(lock) = self.store.try_lock(org, &self.holder, lease, self.clock.now()).await? else {
+        // A nonce per run: two services in one process never mistake each other's lease for their own.
+        let holder = format!("{}:{}", self.holder, uuid::Uuid::new_v4().simple());
+        let Some(lock) = self.store.try_lock(org, &holder, lease, self.clock.now()).await? else {
             let holder = self.store.lock_holder(org).await?;
             return Err(Error::AlreadyRunning {
                 organisation: org.clone(),
@@ -234,7 +236,8 @@ impl SyncService {
     pub async fn sync_mentor_now(&self, mentor_id: &str) -> Result<RunReport> {
         let org = &self.organisation.id;
         let lease = Duration::from_secs(5 * 60);
-        let Some(lock) = self.store.try_lock(org, &self.holder, lease, self.clock.now()).await? else {
+        let holder = format!("{}:{}", self.holder, uuid::Uuid::new_v4().simple());
+        let Some(lock) = self.store.try_lock(org, &holder, lease, self.clock.now()).await? else {
             return Err(Error::AlreadyRunning {
                 organisation: org.clone(),
                 holder: self.store.lock_holder(org).await?,

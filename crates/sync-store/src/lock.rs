@@ -101,13 +101,22 @@ impl RunLock {
             return Ok(());
         }
         let expires = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(15));
-        sqlx::query("UPDATE run_lock SET expires_at = $1 WHERE organisation_id = $2 AND holder = $3")
+        let renewed = sqlx::query("UPDATE run_lock SET expires_at = $1 WHERE organisation_id = $2 AND holder = $3")
             .bind(ms(expires))
             .bind(&self.organisation_id)
             .bind(&self.holder)
             .execute(&self.store.pool)
             .await
             .doing("renewing the run lock")?;
+        if renewed.rows_affected() == 0 {
+            // The lease lapsed and another worker took it: this run must stop rather than overlap that one.
+            return Err(crate::Error::NotFound {
+                what: format!(
+                    "the run lock of organisation {} (the lease lapsed and was taken)",
+                    self.organisation_id
+                ),
+            });
+        }
         Ok(())
     }
 

@@ -372,18 +372,20 @@ impl Store {
         organisation_id: &str,
         record_kind: &str,
         today: NaiveDate,
+        after_app_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<String>> {
         sqlx::query_scalar(
             "SELECT app_id FROM sync_link
              WHERE organisation_id = $1 AND record_kind = $2 AND visible = $3 AND expires_on IS NOT NULL
-               AND expires_on < $4
-             ORDER BY app_id LIMIT $5",
+               AND expires_on < $4 AND app_id > $5
+             ORDER BY app_id LIMIT $6",
         )
         .bind(organisation_id)
         .bind(record_kind)
         .bind(1i64)
         .bind(date_text(today))
+        .bind(after_app_id.unwrap_or(""))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
@@ -919,28 +921,32 @@ impl Store {
         Ok(())
     }
 
-    /// Marks every cache entry of an organisation as confirmed at `as_of`, except the listed mentors (whose sync
-    /// failed): after a run, everything else is known to agree with Dynamics.
-    pub async fn confirm_cache(&self, organisation_id: &str, as_of: DateTime<Utc>, except: &[String]) -> Result<u64> {
-        let mut sql = "UPDATE certification_cache SET as_of = $1 WHERE organisation_id = $2".to_owned();
-        if !except.is_empty() {
-            let list = (3..3 + except.len())
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            sql.push_str(&format!(" AND mentor_id NOT IN ({list})"));
-        }
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(ms(as_of))
-            .bind(organisation_id);
-        for id in except {
-            query = query.bind(id);
-        }
-        Ok(query
+    /// Marks the cache entries of an organisation's linked mentors as confirmed at `as_of`, except those with a
+    /// failed record: after a run, they are known to agree with Dynamics.
+    pub async fn confirm_cache(&self, organisation_id: &str, as_of: DateTime<Utc>) -> Result<u64> {
+        let result = sqlx::query(
+            "UPDATE certification_cache SET as_of = $1
+             WHERE organisation_id = $2
+               AND mentor_id IN (SELECT app_id FROM sync_link WHERE organisation_id = $2)
+               AND mentor_id NOT IN (SELECT record_key FROM failed_record WHERE organisation_id = $2)",
+        )
+        .bind(ms(as_of))
+        .bind(organisation_id)
+        .execute(&self.pool)
+        .await
+        .doing("confirming the certification cache")?;
+        Ok(result.rows_affected())
+    }
+
+    /// Forgets a mentor's cached status (the contact was deleted or unlinked).
+    pub async fn delete_cache_entry(&self, organisation_id: &str, mentor_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM certification_cache WHERE organisation_id = $1 AND mentor_id = $2")
+            .bind(organisation_id)
+            .bind(mentor_id)
             .execute(&self.pool)
             .await
-            .doing("confirming the certification cache")?
-            .rows_affected())
+            .doing("removing a cache entry")?;
+        Ok(())
     }
 
     /// The cached certification status of a mentor.

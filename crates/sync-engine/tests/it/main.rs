@@ -6,6 +6,7 @@
 
 mod conflicts;
 mod faults;
+mod regressions;
 mod scoping;
 mod sync;
 
@@ -52,6 +53,17 @@ impl World {
         mapping: Option<&str>,
         organisation: &str,
     ) -> World {
+        Self::with_app(db, config, mapping, organisation, |store| Arc::new(store)).await
+    }
+
+    /// Like [`World::with_organisation`], with the app side wrapped by `app` (to act during a run).
+    pub(crate) async fn with_app(
+        db: &TestDatabase,
+        config: &str,
+        mapping: Option<&str>,
+        organisation: &str,
+        app: impl FnOnce(Store) -> Arc<dyn sync_store::AppStore>,
+    ) -> World {
         let sim = Simulator::builder().start().await.unwrap();
         let dir = std::env::temp_dir().join(format!("sync-engine-test-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -93,7 +105,7 @@ impl World {
             &organisation,
             &config,
             client,
-            Arc::new(store.clone()),
+            app(store.clone()),
             store.clone(),
             clock.clone(),
         )

@@ -71,7 +71,7 @@ async fn links_keep_their_shadow_and_answer_the_time_rule() {
         );
         // On 29 March, a certification that expired on the 28th must go; one expiring on the 29th is still valid.
         let due = store
-            .visible_but_expired("hlf", "mentor", day(2026, 3, 29), 100)
+            .visible_but_expired("hlf", "mentor", day(2026, 3, 29), None, 100)
             .await
             .unwrap();
         assert_eq!(due, ["a"]);
@@ -81,7 +81,7 @@ async fn links_keep_their_shadow_and_answer_the_time_rule() {
         store.save_link(&updated).await.unwrap();
         assert!(
             store
-                .visible_but_expired("hlf", "mentor", day(2026, 3, 30), 100)
+                .visible_but_expired("hlf", "mentor", day(2026, 3, 30), None, 100)
                 .await
                 .unwrap()
                 == ["b"]
