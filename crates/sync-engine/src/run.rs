@@ -964,21 +964,15 @@ impl<'s> Run<'s> {
             return self.clear_failures(&app_id).await;
         }
         if self.apply() {
-            let link = Link {
-                organisation_id: self.org().to_owned(),
-                record_kind: MENTOR.to_owned(),
-                app_id: app_id.clone(),
-                dynamics_id: meta.id,
-                alternate_key: snapshot.mentor.member_number.clone().or(meta.key).unwrap_or_default(),
-                etag: meta.etag,
-                visible: shows_as_visible(&decided.agreed),
-                expires_on: shadow_expiry(&decided.agreed),
-                shadow: decided.agreed,
-                dynamics_modified_on: meta.modified_on,
-                synced_at: self.now,
-            };
-            self.svc.store.save_link(&link).await?;
-            self.save_cache(&link).await?;
+            self.save_agreed(
+                &app_id,
+                meta.id,
+                snapshot.mentor.member_number.clone().or(meta.key).unwrap_or_default(),
+                meta.etag,
+                decided.agreed,
+                meta.modified_on,
+            )
+            .await?;
             if decided.to_dynamics.is_empty() {
                 self.clear_failures(&app_id).await?;
             }
@@ -1276,21 +1270,15 @@ impl<'s> Run<'s> {
         let Some(dynamics_id) = written.id.or(write.dynamics_id) else {
             return Ok(());
         };
-        let link = Link {
-            organisation_id: self.org().to_owned(),
-            record_kind: MENTOR.to_owned(),
-            app_id: write.app_id.clone(),
+        self.save_agreed(
+            &write.app_id,
             dynamics_id,
-            alternate_key: write.member_number.clone().unwrap_or_default(),
-            etag: written.etag,
-            visible: shows_as_visible(&write.shadow_after),
-            expires_on: shadow_expiry(&write.shadow_after),
-            shadow: write.shadow_after,
-            dynamics_modified_on: write.dynamics_modified_on,
-            synced_at: self.now,
-        };
-        self.svc.store.save_link(&link).await?;
-        self.save_cache(&link).await?;
+            write.member_number.clone().unwrap_or_default(),
+            written.etag,
+            write.shadow_after,
+            write.dynamics_modified_on,
+        )
+        .await?;
         self.clear_failures(&write.app_id).await?;
         for id in &write.resolved {
             self.svc.store.mark_conflict_applied(id).await?;
@@ -1413,6 +1401,33 @@ impl<'s> Run<'s> {
         };
         self.svc.store.enqueue_notification(&notification).await?;
         Ok(())
+    }
+
+    /// Saves the link of a record both sides now agree on (its shadow), and the cached certification status.
+    async fn save_agreed(
+        &self,
+        app_id: &str,
+        dynamics_id: Uuid,
+        alternate_key: String,
+        etag: Option<String>,
+        shadow: AppRecord,
+        dynamics_modified_on: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        let link = Link {
+            organisation_id: self.org().to_owned(),
+            record_kind: MENTOR.to_owned(),
+            app_id: app_id.to_owned(),
+            dynamics_id,
+            alternate_key,
+            etag,
+            visible: shows_as_visible(&shadow),
+            expires_on: shadow_expiry(&shadow),
+            shadow,
+            dynamics_modified_on,
+            synced_at: self.now,
+        };
+        self.svc.store.save_link(&link).await?;
+        self.save_cache(&link).await
     }
 
     async fn save_cache(&self, link: &Link) -> Result<()> {

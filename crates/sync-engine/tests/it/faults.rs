@@ -17,17 +17,7 @@ async fn a_412_race_re_reads_and_keeps_the_concurrent_change() {
         w.service.run().await.unwrap();
         // The certification is revoked in the app; meanwhile someone edits the contact in Dynamics between our
         // read and our write.
-        let mut certification = w
-            .store
-            .mentors("hlf", &[mentor_id("hlf", "9001")])
-            .await
-            .unwrap()
-            .remove(0)
-            .certifications
-            .remove(0);
-        certification.revoked_at = Some(chrono::Utc::now());
-        certification.updated_at = chrono::Utc::now();
-        w.store.upsert_certification(&certification).await.unwrap();
+        super::revoke(&w.store, "9001", chrono::Utc::now()).await;
         w.sim.faults().race_next_update("contacts", Some(id));
         w.sim
             .state()
@@ -56,17 +46,7 @@ async fn a_throttling_storm_mid_run_is_waited_out() {
         w.service.run().await.unwrap();
         // Every certification is revoked; Dynamics throttles the next requests of the run that pushes them.
         for member in &members {
-            let mut certification = w
-                .store
-                .mentors("hlf", &[mentor_id("hlf", member)])
-                .await
-                .unwrap()
-                .remove(0)
-                .certifications
-                .remove(0);
-            certification.revoked_at = Some(chrono::Utc::now());
-            certification.updated_at = chrono::Utc::now();
-            w.store.upsert_certification(&certification).await.unwrap();
+            super::revoke(&w.store, member, chrono::Utc::now()).await;
         }
         w.sim.faults().throttle_next(3, Duration::from_secs(1));
         let report = w.service.run().await.unwrap();

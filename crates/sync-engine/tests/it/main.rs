@@ -174,6 +174,21 @@ impl World {
     }
 }
 
+/// Revokes the certification of an HLF mentor in the app at `when`.
+pub(crate) async fn revoke(store: &Store, member: &str, when: DateTime<Utc>) {
+    use sync_store::AppStore;
+    let mut certification = store
+        .mentors("hlf", &[mentor_id("hlf", member)])
+        .await
+        .unwrap()
+        .remove(0)
+        .certifications
+        .remove(0);
+    certification.revoked_at = Some(when);
+    certification.updated_at = when;
+    store.upsert_certification(&certification).await.unwrap();
+}
+
 pub(crate) fn mentor_id(organisation: &str, member: &str) -> String {
     format!("{organisation}-{member}")
 }

@@ -9,20 +9,7 @@ use serde_json::json;
 use sync_store::{AppStore, ChangeCursor, Direction, MentorSnapshot, PullUpdate, Store};
 use uuid::Uuid;
 
-use super::{DEFAULT_CONFIG, World, at, day, each, mentor_id};
-
-async fn revoke(store: &Store, member: &str, when: &str) {
-    let mut certification = store
-        .mentors("hlf", &[mentor_id("hlf", member)])
-        .await
-        .unwrap()
-        .remove(0)
-        .certifications
-        .remove(0);
-    certification.revoked_at = Some(at(when));
-    certification.updated_at = at(when);
-    store.upsert_certification(&certification).await.unwrap();
-}
+use super::{DEFAULT_CONFIG, World, at, day, each, mentor_id, revoke};
 
 async fn drift_then_fix(filter: &str) {
     each(|db| async move {
@@ -33,7 +20,7 @@ async fn drift_then_fix(filter: &str) {
         assert_eq!(w.row(a)["hlf_showonpublicsite"], true);
         // A column the sync only reads disappears; meanwhile the certification is revoked in the app.
         w.sim.faults().drop_column("contact", "hlf_membershiptype").unwrap();
-        revoke(&w.store, "9001", "2026-06-01T08:00:00Z").await;
+        revoke(&w.store, "9001", at("2026-06-01T08:00:00Z")).await;
         w.clock.set(at("2026-06-02T00:30:00Z"));
         w.service.run().await.unwrap();
         assert_eq!(
@@ -91,7 +78,7 @@ impl AppStore for RevokesDuringRun {
         limit: u32,
     ) -> sync_store::Result<Vec<(ChangeCursor, MentorSnapshot)>> {
         if self.armed.swap(false, Ordering::SeqCst) {
-            revoke(&self.inner, "9101", "2026-06-01T20:00:00Z").await;
+            revoke(&self.inner, "9101", at("2026-06-01T20:00:00Z")).await;
         }
         self.inner.changed_mentors(organisation, since, after, limit).await
     }

@@ -108,17 +108,7 @@ async fn a_revocation_is_pushed_on_the_next_run() {
         w.mentor("hlf", "3001", day(2027, 6, 30)).await;
         w.service.run().await.unwrap();
         assert_eq!(w.row(id)["hlf_peermentorstatus"], 100000000);
-        let mut certification = w
-            .store
-            .mentors("hlf", &[mentor_id("hlf", "3001")])
-            .await
-            .unwrap()
-            .remove(0)
-            .certifications
-            .remove(0);
-        certification.revoked_at = Some(at("2026-06-01T08:00:00Z"));
-        certification.updated_at = at("2026-06-01T08:00:00Z");
-        w.store.upsert_certification(&certification).await.unwrap();
+        super::revoke(&w.store, "3001", at("2026-06-01T08:00:00Z")).await;
         w.clock.set(at("2026-06-02T00:00:00Z"));
         w.service.run().await.unwrap();
         assert_eq!(w.row(id)["hlf_peermentorstatus"], 100000002);
