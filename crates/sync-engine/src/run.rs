@@ -1312,14 +1312,25 @@ impl<'s> Run<'s> {
             Err(reason) => return self.write_failed(&write, &reason).await,
         };
         self.processed.remove(&write.app_id);
+        // The admin resolutions this write carried still apply to the new decision.
+        for id in &write.resolved {
+            if let Some(conflict) = self.svc.store.conflict(id).await?
+                && let ConflictState::Resolved(side) = conflict.state
+            {
+                self.resolutions
+                    .insert((conflict.app_id, conflict.field), (conflict.id, side));
+            }
+        }
         self.reconcile(snapshot, link, Some(dynamics), Some(meta), write.direction, true)
             .await
     }
 
     async fn write_failed(&mut self, write: &PendingWrite, reason: &str) -> Result<()> {
-        match write.direction {
-            Direction::Pull => self.metrics.pull.failed += 1,
-            Direction::Push => self.metrics.push.failed += 1,
+        // A write to Dynamics counts as app -> Dynamics whichever phase decided it, like its successes; a record
+        // that could not be read or decided counts in the direction it was read in.
+        match (write.direction, write.shadow_after.is_empty()) {
+            (Direction::Pull, true) => self.metrics.pull.failed += 1,
+            _ => self.metrics.push.failed += 1,
         }
         let certification = write
             .fields
