@@ -4,6 +4,7 @@
 // A command-line tool talks to its user on stdout and stderr.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod commands;
 mod demo;
 mod summary;
 
@@ -30,6 +31,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run one sync in both directions for every organisation (or `--org`), then exit: for a Kubernetes CronJob
+    /// or a systemd timer. Exit 0 when runs succeeded or only queued failed records, 1 when a run failed.
+    Run(commands::OrgArgs),
+    /// Dry run: print every change a sync would make now, writing nothing to either side.
+    Plan(commands::OrgArgs),
+    /// Compare every linked record with Dynamics and print the divergence (member numbers and fields only).
+    Reconcile(commands::OrgArgs),
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -97,6 +105,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("\nconfiguration OK");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run(args) => commands::run(&load_config(cli.config)?, &args).await,
+        Command::Plan(args) => commands::plan(&load_config(cli.config)?, &args).await,
+        Command::Reconcile(args) => commands::reconcile(&load_config(cli.config)?, &args).await,
         Command::Demo(args) => {
             demo::run(args).await?;
             Ok(ExitCode::SUCCESS)

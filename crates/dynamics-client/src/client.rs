@@ -108,8 +108,12 @@ impl DynamicsClient {
     }
 
     /// A client for one configured organisation, authenticating with its client credentials through Azure AD.
-    /// The same HTTP client (and so the same trusted certificates) serves Azure AD and Dynamics.
-    pub fn for_organisation(organisation: &OrganisationConfig, options: ClientOptions) -> Result<Self> {
+    /// The same HTTP client (and so the same trusted certificates, the organisation's extra ones included) serves
+    /// Azure AD and Dynamics.
+    pub fn for_organisation(organisation: &OrganisationConfig, mut options: ClientOptions) -> Result<Self> {
+        options
+            .extra_root_certificates
+            .extend(organisation.extra_root_certificates.iter().cloned());
         let http = http_client(&options)?;
         let tokens = Arc::new(AzureAdTokenSource::new(organisation, Some(http.clone())));
         Ok(Self::with_http(

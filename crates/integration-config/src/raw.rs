@@ -45,6 +45,7 @@ pub(crate) struct RawOrganisation {
     pub(crate) language: Option<String>,
     pub(crate) mapping: Option<String>,
     pub(crate) authority_host: Option<String>,
+    pub(crate) ca_certificate_file: Option<String>,
     #[cfg_attr(test, schemars(with = "Option<String>"))]
     pub(crate) client_secret_expires_on: Option<toml::value::Datetime>,
     #[serde(default)]

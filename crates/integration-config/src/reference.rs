@@ -104,6 +104,11 @@ pub const SETTINGS: &[Setting] = &[
         "Azure AD authority; change it for a sovereign cloud.",
     ),
     s(
+        "organisations[].ca_certificate_file",
+        "none",
+        "A PEM file of extra root certificates to trust for Azure AD and Dynamics (a TLS-inspecting proxy, or the local emulator's `--ca-cert-out`).",
+    ),
+    s(
         "organisations[].client_secret_expires_on",
         "none",
         "The client secret's expiry date (e.g. `2027-03-01`); alerts warn ahead of it.",

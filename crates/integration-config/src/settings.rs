@@ -63,6 +63,9 @@ pub struct OrganisationConfig {
     pub filters: BTreeMap<String, String>,
     /// When the client secret expires, if HLF IT has said; alerts warn ahead of it.
     pub client_secret_expires_on: Option<NaiveDate>,
+    /// Extra root certificates (PEM) to trust for Azure AD and Dynamics, e.g. a TLS-inspecting proxy's or the
+    /// local emulator's; empty when the system's roots suffice.
+    pub extra_root_certificates: Vec<Vec<u8>>,
 }
 
 /// Everything needed to obtain a token for, and call, one Dynamics instance.

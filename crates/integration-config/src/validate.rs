@@ -224,6 +224,32 @@ impl<'a> Validator<'a> {
                     }
                 }
             }
+            let extra_root_certificates = match org.ca_certificate_file.as_deref() {
+                None => Vec::new(),
+                Some(file) => {
+                    let path = self.base_dir.join(file);
+                    match std::fs::read(&path) {
+                        Ok(pem) if String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") => vec![pem],
+                        Ok(_) => {
+                            self.push(
+                                at("ca_certificate_file"),
+                                format!(
+                                    "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                                    path.display()
+                                ),
+                            );
+                            Vec::new()
+                        }
+                        Err(e) => {
+                            self.push(
+                                at("ca_certificate_file"),
+                                format!("cannot read {}: {e}", path.display()),
+                            );
+                            Vec::new()
+                        }
+                    }
+                }
+            };
             if let (Some(credentials), Some(mapping)) = (credentials, mapping) {
                 out.push(OrganisationConfig {
                     id,
@@ -236,6 +262,7 @@ impl<'a> Validator<'a> {
                     mapping_source,
                     filters: org.filters,
                     client_secret_expires_on,
+                    extra_root_certificates,
                 });
             }
         }

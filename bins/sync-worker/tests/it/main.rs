@@ -81,3 +81,104 @@ fn config_check_lists_every_missing_credential() {
         assert!(printed.contains(&format!("{var}: missing")), "{printed}");
     }
 }
+
+/// `run` and `plan` as a CronJob runs them: configuration file, credentials in the environment, SQLite store, the
+/// emulator standing in for Dynamics (trusted through `ca_certificate_file`).
+#[tokio::test(flavor = "multi_thread")]
+async fn run_syncs_each_organisation_and_plan_then_has_nothing_to_do() {
+    use chrono::{Duration, Utc};
+    use sync_store::{Certification, Mentor, Store};
+
+    let sim = dataverse_sim::Simulator::builder().start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), sim.ca_certificate_pem().unwrap()).unwrap();
+    let db = format!("sqlite://{}", dir.path().join("sync.db").display());
+    let config = dir.path().join("sync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "mapping = \"builtin:hlf-default\"\n[store]\nurl = \"{db}\"\n[[organisations]]\nid = \"hlf\"\nname = \"HLF\"\n\
+             authority_host = \"{}\"\nca_certificate_file = \"ca.pem\"\n",
+            sim.authority_url()
+        ),
+    )
+    .unwrap();
+    let contact = sim
+        .state()
+        .insert(
+            "contacts",
+            serde_json::json!({ "hlf_membernumber": "1001", "firstname": "Kari", "lastname": "N" }),
+        )
+        .unwrap();
+    let store = Store::connect(&db).await.unwrap();
+    store.upsert_organisation("hlf", "HLF").await.unwrap();
+    let now = Utc::now();
+    let mentor = Mentor {
+        id: "m1".into(),
+        organisation_id: "hlf".into(),
+        member_number: Some("1001".into()),
+        given_name: Some("Kari".into()),
+        family_name: Some("N".into()),
+        email: None,
+        phone: None,
+        coordinator_email: None,
+        dynamics_contact_id: None,
+        updated_at: now,
+    };
+    store.upsert_mentor(&mentor).await.unwrap();
+    let certification = Certification {
+        id: "c1".into(),
+        mentor_id: "m1".into(),
+        kind: "likeperson".into(),
+        issued_on: now.date_naive() - Duration::days(10),
+        expires_on: now.date_naive() + Duration::days(300),
+        revoked_at: None,
+        updated_at: now,
+    };
+    store.upsert_certification(&certification).await.unwrap();
+    store.close().await;
+
+    let env = sim.worker_environment("DYNAMICS");
+    let invoke = |args: Vec<String>| {
+        let env = env.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_sync-worker"))
+                .args(args)
+                .envs(env)
+                .env_remove("RUST_LOG")
+                .output()
+                .unwrap()
+        })
+    };
+    let config = config.display().to_string();
+    let output = invoke(vec!["--config".into(), config.clone(), "run".into()])
+        .await
+        .unwrap();
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    assert!(printed.contains("organisation hlf: succeeded"), "{printed}");
+    assert_eq!(
+        sim.state().row("contacts", contact).unwrap()["hlf_showonpublicsite"],
+        true
+    );
+    assert!(!printed.contains(dataverse_sim::DEFAULT_CLIENT_SECRET));
+
+    let output = invoke(vec!["--config".into(), config.clone(), "plan".into()])
+        .await
+        .unwrap();
+    assert!(text(&output).contains("nothing to do"), "{}", text(&output));
+    let output = invoke(vec![
+        "--config".into(),
+        config,
+        "reconcile".into(),
+        "--org".into(),
+        "hlf".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        text(&output).contains("1 linked records compared, 0 differ"),
+        "{}",
+        text(&output)
+    );
+}

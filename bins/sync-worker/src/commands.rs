@@ -1,0 +1,123 @@
+//! `run`, `plan` and `reconcile`: load the configuration, open the store, build each organisation's client and
+//! service, and report. The work itself is the engine's.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use dynamics_client::{ClientOptions, DynamicsClient};
+use integration_config::{ExposeSecret, IntegrationConfig};
+use sync_engine::{SyncService, SystemClock};
+use sync_store::{RunStatus, Store};
+
+use crate::summary::run_table;
+
+/// Which organisations a command works on.
+#[derive(Debug, clap::Args)]
+pub(crate) struct OrgArgs {
+    /// Only this organisation (its `id` in the configuration); all of them when omitted.
+    #[arg(long, value_name = "ID")]
+    org: Option<String>,
+}
+
+/// One service per selected organisation, sharing one store.
+async fn services(config: &IntegrationConfig, args: &OrgArgs) -> anyhow::Result<Vec<SyncService>> {
+    let store = Store::connect(config.store.url.expose_secret())
+        .await
+        .with_context(|| format!("opening the sync store {}", config.store.redacted_url()))?;
+    let mut services = Vec::new();
+    for organisation in &config.organisations {
+        if args.org.as_deref().is_some_and(|id| id != organisation.id) {
+            continue;
+        }
+        let client = DynamicsClient::for_organisation(
+            organisation,
+            ClientOptions {
+                rate_limit: config.rate_limit.clone(),
+                retry: config.retry.clone(),
+                page_size: config.sync.page_size,
+                ..ClientOptions::default()
+            },
+        )
+        .with_context(|| format!("building the Dynamics client of organisation {}", organisation.id))?;
+        let service = SyncService::new(
+            organisation,
+            config,
+            client,
+            Arc::new(store.clone()),
+            store.clone(),
+            Arc::new(SystemClock),
+        )
+        .with_context(|| format!("setting up the sync of organisation {}", organisation.id))?;
+        services.push(service);
+    }
+    if services.is_empty() {
+        anyhow::bail!(
+            "no organisation `{}` in the configuration; see `sync-worker config check`",
+            args.org.as_deref().unwrap_or_default()
+        );
+    }
+    Ok(services)
+}
+
+/// Runs one sync per organisation. Exit 0 when every run succeeded or only queued failed records, 1 when a run
+/// failed as a whole; a run skipped because another holds the lock is not a failure.
+pub(crate) async fn run(config: &IntegrationConfig, args: &OrgArgs) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    for service in services(config, args).await? {
+        let org = service.organisation_id().to_owned();
+        match service.run().await {
+            Ok(report) => {
+                print!("{}", run_table(&format!("organisation {org}"), &report));
+                failed |= report.status == RunStatus::Failed;
+            }
+            Err(sync_engine::Error::AlreadyRunning { organisation, holder }) => {
+                println!(
+                    "organisation {organisation}: skipped, another run holds the lock{}",
+                    holder.map(|h| format!(" ({h})")).unwrap_or_default()
+                );
+            }
+            Err(e) => return Err(e).with_context(|| format!("the sync of organisation {org}")),
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Prints every change a run would make, writing nothing.
+pub(crate) async fn plan(config: &IntegrationConfig, args: &OrgArgs) -> anyhow::Result<ExitCode> {
+    for service in services(config, args).await? {
+        let plan = service
+            .plan()
+            .await
+            .with_context(|| format!("planning the sync of organisation {}", service.organisation_id()))?;
+        println!("organisation {}: {plan}", service.organisation_id());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Compares every linked record and prints the divergence.
+pub(crate) async fn reconcile(config: &IntegrationConfig, args: &OrgArgs) -> anyhow::Result<ExitCode> {
+    for service in services(config, args).await? {
+        let report = service
+            .reconcile()
+            .await
+            .with_context(|| format!("reconciling organisation {}", service.organisation_id()))?;
+        let d = report.divergence;
+        println!(
+            "organisation {}: {} linked records compared, {} differ in {} fields; {} mentors not linked",
+            service.organisation_id(),
+            d.records_compared,
+            d.records_differing,
+            d.fields_differing,
+            report.unlinked_mentors
+        );
+        // Member numbers and field names only: the values are personal data and belong on the dashboard.
+        for difference in report.differences.iter().take(50) {
+            println!("  member {}: {} differs", difference.member_number, difference.field);
+        }
+        if report.differences.len() > 50 {
+            println!("  ... and {} more", report.differences.len() - 50);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
