@@ -326,16 +326,12 @@ impl<'s> Run<'s> {
                 }
                 // Under schema drift nothing is written, so the delta link stays where it was: the changes it
                 // would skip are read again once the drift is fixed.
-                if let (Some(link), true) = (page.delta_link, self.apply() && self.writes_enabled) {
+                if let Some(link) = page.delta_link {
                     let mark = Watermark {
-                        at: None,
                         delta_link: Some(link),
-                        updated_at: None,
+                        ..Watermark::default()
                     };
-                    self.svc
-                        .store
-                        .set_watermark(self.org(), Direction::Pull, &table, &mark, self.now)
-                        .await?;
+                    self.save_watermark(Direction::Pull, &table, mark).await?;
                 }
             }
         } else {
@@ -363,11 +359,27 @@ impl<'s> Run<'s> {
                 }
                 // The watermark moves only when every write of the pages it covers is done.
                 if self.pending.is_empty() {
-                    self.save_pull_watermark(&table, mark).await?;
+                    self.save_watermark(
+                        Direction::Pull,
+                        &table,
+                        Watermark {
+                            at: mark,
+                            ..Watermark::default()
+                        },
+                    )
+                    .await?;
                 }
             }
             self.flush().await?;
-            self.save_pull_watermark(&table, mark).await?;
+            self.save_watermark(
+                Direction::Pull,
+                &table,
+                Watermark {
+                    at: mark,
+                    ..Watermark::default()
+                },
+            )
+            .await?;
         }
         self.retry_pull_failures().await
     }
@@ -598,49 +610,48 @@ impl<'s> Run<'s> {
             // Writes gather across pages into full batches; the watermark moves only when they are all written.
             if self.pending.len() >= self.sizer.size() {
                 self.flush().await?;
-                self.save_push_watermark(&table, cursor.as_ref()).await?;
+                if let Some(cursor) = &cursor {
+                    self.save_watermark(
+                        Direction::Push,
+                        &table,
+                        Watermark {
+                            at: Some(cursor.changed_at),
+                            ..Watermark::default()
+                        },
+                    )
+                    .await?;
+                }
             }
             if !full {
                 break;
             }
         }
         self.flush().await?;
-        self.save_push_watermark(&table, cursor.as_ref()).await?;
+        if let Some(cursor) = &cursor {
+            self.save_watermark(
+                Direction::Push,
+                &table,
+                Watermark {
+                    at: Some(cursor.changed_at),
+                    ..Watermark::default()
+                },
+            )
+            .await?;
+        }
         self.push_expired().await?;
         self.push_retries_and_resolutions().await
     }
 
-    /// Moves the pull watermark; not under schema drift, so changes are read again once writes are possible.
-    async fn save_pull_watermark(&self, table: &str, at: Option<DateTime<Utc>>) -> Result<()> {
+    /// Moves a watermark or the delta link. Not in a dry run, and not under schema drift: nothing was written then,
+    /// so the changes it would pass over must be read again once writes are possible.
+    async fn save_watermark(&self, direction: Direction, table: &str, mark: Watermark) -> Result<()> {
         if !self.apply() || !self.writes_enabled {
             return Ok(());
         }
-        let mark = Watermark {
-            at,
-            delta_link: None,
-            updated_at: None,
-        };
         Ok(self
             .svc
             .store
-            .set_watermark(self.org(), Direction::Pull, table, &mark, self.now)
-            .await?)
-    }
-
-    async fn save_push_watermark(&self, table: &str, cursor: Option<&sync_store::ChangeCursor>) -> Result<()> {
-        // Under schema drift the app's changes were not written, so the watermark stays for the next run.
-        let (Some(cursor), true) = (cursor, self.apply() && self.writes_enabled) else {
-            return Ok(());
-        };
-        let mark = Watermark {
-            at: Some(cursor.changed_at),
-            delta_link: None,
-            updated_at: None,
-        };
-        Ok(self
-            .svc
-            .store
-            .set_watermark(self.org(), Direction::Push, table, &mark, self.now)
+            .set_watermark(self.org(), direction, table, &mark, self.now)
             .await?)
     }
 
