@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use dynamics_client::{ClientOptions, DynamicsClient};
@@ -120,4 +121,67 @@ pub(crate) async fn reconcile(config: &IntegrationConfig, args: &OrgArgs) -> any
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs on the configured schedule until SIGTERM or Ctrl-C. A signal during a run lets it finish its current page,
+/// save what that page covered, and exit 0; the next start continues from there.
+pub(crate) async fn daemon(config: &IntegrationConfig, args: &OrgArgs) -> anyhow::Result<ExitCode> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let services: Vec<SyncService> = services(config, args)
+        .await?
+        .into_iter()
+        .map(|s| s.with_stop(stop.clone()))
+        .collect();
+    let shutdown = Arc::new(tokio::sync::Notify::new());
+    {
+        let (stop, shutdown) = (stop.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested; finishing the current page");
+            stop.store(true, Ordering::SeqCst);
+            shutdown.notify_waiters();
+        });
+    }
+    loop {
+        let next = config.schedule.next_after(chrono::Utc::now());
+        println!("next run at {} (UTC)", next.format("%Y-%m-%d %H:%M"));
+        let wait = (next - chrono::Utc::now()).to_std().unwrap_or_default();
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.notified() => return Ok(ExitCode::SUCCESS),
+        }
+        for service in &services {
+            match service.run().await {
+                Ok(report) => print!(
+                    "{}",
+                    run_table(&format!("organisation {}", service.organisation_id()), &report)
+                ),
+                Err(sync_engine::Error::AlreadyRunning { organisation, .. }) => {
+                    println!("organisation {organisation}: skipped, another run holds the lock");
+                }
+                // A run that fails is recorded in the run log and alerted on; the daemon keeps its schedule.
+                Err(e) => {
+                    tracing::error!(org = %service.organisation_id(), error = %format!("{e:#}"), "sync run failed")
+                }
+            }
+            if stop.load(Ordering::SeqCst) {
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -34,6 +34,9 @@ enum Command {
     /// Run one sync in both directions for every organisation (or `--org`), then exit: for a Kubernetes CronJob
     /// or a systemd timer. Exit 0 when runs succeeded or only queued failed records, 1 when a run failed.
     Run(commands::OrgArgs),
+    /// Run on the configured schedule (nightly at a local time, daylight saving handled, or every N minutes) until
+    /// SIGTERM or Ctrl-C; a signal during a run lets it finish its current page first.
+    Daemon(commands::OrgArgs),
     /// Dry run: print every change a sync would make now, writing nothing to either side.
     Plan(commands::OrgArgs),
     /// Compare every linked record with Dynamics and print the divergence (member numbers and fields only).
@@ -106,6 +109,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => commands::run(&load_config(cli.config)?, &args).await,
+        Command::Daemon(args) => commands::daemon(&load_config(cli.config)?, &args).await,
         Command::Plan(args) => commands::plan(&load_config(cli.config)?, &args).await,
         Command::Reconcile(args) => commands::reconcile(&load_config(cli.config)?, &args).await,
         Command::Demo(args) => {

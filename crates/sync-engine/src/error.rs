@@ -30,6 +30,9 @@ pub enum Error {
     /// The mapping cannot drive the sync.
     #[error("the field mapping cannot be used: {0}")]
     Mapping(String),
+    /// A shutdown was requested; the run stopped after its current page, with everything before it saved.
+    #[error("the run was stopped by a shutdown request after its current page; the next run continues from there")]
+    Stopped,
     /// A conflict or record the caller named does not exist.
     #[error("{0} not found")]
     NotFound(String),

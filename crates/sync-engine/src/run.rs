@@ -1471,6 +1471,10 @@ impl<'s> Run<'s> {
 
     /// Renews the run lock; a lost lock stops the run rather than let it overlap another.
     async fn keep_lock(&self) -> Result<()> {
+        // Called between pages: the natural place to honour a shutdown request.
+        if self.svc.stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Stopped);
+        }
         if let Some(lock) = self.lock {
             lock.renew(std::time::Duration::from_secs(30 * 60), self.svc.clock.now())
                 .await?;

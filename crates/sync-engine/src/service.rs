@@ -2,6 +2,7 @@
 //! records, read cached certification status, and sync one mentor now.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -35,6 +36,7 @@ pub struct SyncService {
     pub(crate) store: Store,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) holder: String,
+    pub(crate) stop: Arc<AtomicBool>,
 }
 
 /// What a run did.
@@ -105,7 +107,15 @@ impl SyncService {
             store,
             clock,
             holder: format!("{}:{}", hostname(), std::process::id()),
+            stop: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Shares a stop flag with this service: once it is set, a running sync finishes the page it is on, saves what
+    /// that page covered, and ends with [`Error::Stopped`] (for a graceful shutdown on SIGTERM).
+    pub fn with_stop(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.stop = stop;
+        self
     }
 
     /// The organisation this service syncs.
@@ -146,6 +156,8 @@ impl SyncService {
             Ok(()) if metrics.push.failed + metrics.pull.failed > 0 => (RunStatus::Partial, None),
             Ok(()) if !drift.is_empty() => (RunStatus::Partial, Some(format!("schema drift: {}", drift.join("; ")))),
             Ok(()) => (RunStatus::Succeeded, None),
+            // A requested stop is not a failure: the next run continues from what was saved.
+            Err(Error::Stopped) => (RunStatus::Partial, Some(Error::Stopped.to_string())),
             Err(e) => (RunStatus::Failed, Some(error_chain(e))),
         };
         self.store

@@ -182,3 +182,55 @@ async fn run_syncs_each_organisation_and_plan_then_has_nothing_to_do() {
         text(&output)
     );
 }
+
+/// The daemon waits for its schedule and exits cleanly on SIGTERM.
+#[test]
+fn daemon_exits_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "mapping = \"builtin:hlf-default\"\n[schedule]\nevery_minutes = 60\n[store]\nurl = \"sqlite://{}\"\n\
+             [[organisations]]\nid = \"hlf\"\nname = \"HLF\"\n",
+            dir.path().join("sync.db").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sync-worker"))
+        .args(["--config", config.to_str().unwrap(), "daemon"])
+        .env("DYNAMICS_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47")
+        .env("DYNAMICS_CLIENT_ID", "0b6f3c1e-9a63-4c62-8b1e-2f6f1c9b7d11")
+        .env("DYNAMICS_CLIENT_SECRET", "not-used-before-the-first-run")
+        .env("DYNAMICS_INSTANCE_URL", "https://hlf.crm4.dynamics.com")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("next run at"), "{line}");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not stop on SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -250,3 +250,33 @@ async fn a_run_killed_mid_batch_converges_on_the_next_run() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_stop_request_ends_the_run_between_pages_and_the_next_run_finishes_the_work() {
+    each(|db| async move {
+        let w = World::new(&db).await;
+        let id = w.contact("18001", json!({}));
+        w.mentor("hlf", "18001", day(2027, 6, 30)).await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let stopping = w.service.clone().with_stop(stop.clone());
+        let report = stopping.run().await.unwrap();
+        assert_eq!(report.status, RunStatus::Partial, "{report:?}");
+        assert!(
+            report
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("stopped by a shutdown request")
+        );
+        assert_eq!(
+            w.store.watermark("hlf", Direction::Pull, "contact").await.unwrap(),
+            Default::default()
+        );
+        stop.store(false, std::sync::atomic::Ordering::SeqCst);
+        let report = stopping.run().await.unwrap();
+        assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+        assert_eq!(w.row(id)["hlf_showonpublicsite"], true);
+        db
+    })
+    .await;
+}
