@@ -609,37 +609,26 @@ impl<'s> Run<'s> {
             cursor = Some(last);
             // Writes gather across pages into full batches; the watermark moves only when they are all written.
             if self.pending.len() >= self.sizer.size() {
-                self.flush().await?;
-                if let Some(cursor) = &cursor {
-                    self.save_watermark(
-                        Direction::Push,
-                        &table,
-                        Watermark {
-                            at: Some(cursor.changed_at),
-                            ..Watermark::default()
-                        },
-                    )
-                    .await?;
-                }
+                self.flush_push(&table, cursor.as_ref()).await?;
             }
             if !full {
                 break;
             }
         }
-        self.flush().await?;
-        if let Some(cursor) = &cursor {
-            self.save_watermark(
-                Direction::Push,
-                &table,
-                Watermark {
-                    at: Some(cursor.changed_at),
-                    ..Watermark::default()
-                },
-            )
-            .await?;
-        }
+        self.flush_push(&table, cursor.as_ref()).await?;
         self.push_expired().await?;
         self.push_retries_and_resolutions().await
+    }
+
+    /// Writes what is pending, then moves the push watermark to the last mentor those writes cover.
+    async fn flush_push(&mut self, table: &str, cursor: Option<&sync_store::ChangeCursor>) -> Result<()> {
+        self.flush().await?;
+        let Some(cursor) = cursor else { return Ok(()) };
+        let mark = Watermark {
+            at: Some(cursor.changed_at),
+            ..Watermark::default()
+        };
+        self.save_watermark(Direction::Push, table, mark).await
     }
 
     /// Moves a watermark or the delta link. Not in a dry run, and not under schema drift: nothing was written then,
