@@ -37,3 +37,16 @@ pub enum Error {
     #[error("{0} not found")]
     NotFound(String),
 }
+
+impl Error {
+    /// The AADSTS code when Azure AD refused the token request (e.g. 7000222: the client secret has expired).
+    pub fn aadsts_code(&self) -> Option<u32> {
+        match self {
+            Error::Dynamics {
+                source: dynamics_client::Error::Auth(auth),
+                ..
+            } => auth.aadsts_code(),
+            _ => None,
+        }
+    }
+}

@@ -75,8 +75,8 @@ pub fn certification_view(certifications: &[Certification], today: NaiveDate) ->
     }
 }
 
-/// When the app last changed anything about the mentor.
-pub(crate) fn changed_at(snapshot: &MentorSnapshot) -> DateTime<Utc> {
+/// When the app last changed anything about the mentor (the row or any of their certifications).
+pub fn changed_at(snapshot: &MentorSnapshot) -> DateTime<Utc> {
     snapshot
         .certifications
         .iter()

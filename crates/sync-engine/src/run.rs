@@ -24,7 +24,7 @@ use crate::plan::{Plan, PlanItem, show};
 use crate::record::{
     CERTIFICATION_FIELDS, SYNC_STAMP, app_record, changed_at, local_today, pull_update, shadow_expiry, shows_as_visible,
 };
-use crate::service::{MENTOR, SyncService};
+use crate::service::{MENTOR, NOTE_PULL_COMPLETED, SyncService};
 
 /// Whether a run changes anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +161,10 @@ impl<'s> Run<'s> {
     pub(crate) async fn sync(&mut self) -> Result<()> {
         self.prepare().await?;
         self.pull().await?;
+        // The health monitor reports the last successful sync per direction from this note.
+        self.metrics
+            .notes
+            .insert(NOTE_PULL_COMPLETED.to_owned(), "true".to_owned());
         self.push().await?;
         self.flush().await?;
         // With schema drift nothing was written, so nothing can be confirmed.

@@ -21,6 +21,12 @@ use crate::run::{Mode, Run};
 /// The record kind the engine syncs.
 pub(crate) const MENTOR: &str = "mentor";
 
+/// Run-log note set when a run's pull (Dynamics to app) completed, even if the push failed afterwards.
+pub const NOTE_PULL_COMPLETED: &str = "pull_completed";
+
+/// Run-log note holding the AADSTS code of the Azure AD refusal that failed a run.
+pub const NOTE_AADSTS: &str = "aadsts";
+
 /// HLFDynamicsSyncService: the bidirectional delta sync for one organisation, with its own Dynamics client and
 /// credentials.
 #[derive(Clone)]
@@ -152,6 +158,11 @@ impl SyncService {
         // Wall time from a monotonic timer: the engine's clock may be injected and stand still.
         metrics.duration_ms = u64::try_from(timer.elapsed().as_millis()).unwrap_or(u64::MAX);
         let drift = run.drift.clone();
+        if let Err(e) = &outcome
+            && let Some(code) = e.aadsts_code()
+        {
+            metrics.notes.insert(NOTE_AADSTS.to_owned(), code.to_string());
+        }
         let (status, error) = match &outcome {
             Ok(()) if metrics.push.failed + metrics.pull.failed > 0 => (RunStatus::Partial, None),
             Ok(()) if !drift.is_empty() => (RunStatus::Partial, Some(format!("schema drift: {}", drift.join("; ")))),

@@ -22,6 +22,12 @@ pub enum Backend {
     Postgres,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    ReadWrite,
+    ReadOnly,
+}
+
 /// The sync store: the app-side reference schema and the sync state in one database, SQLite or PostgreSQL. Cheap
 /// to clone; clones share the pool.
 #[derive(Debug, Clone)]
@@ -33,6 +39,28 @@ pub struct Store {
 impl Store {
     /// Connects to `url` (`sqlite://PATH`, created if missing, or `postgres://...`) and applies the migrations.
     pub async fn connect(url: &str) -> Result<Self> {
+        let store = Store::open(url, Access::ReadWrite).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects for reading only, for probes such as `health-check` that must need no write access: SQLite opens
+    /// the file read-only (it must exist) and PostgreSQL sessions are read-only. Fails with
+    /// [`Error::NotMigrated`] when the schema is missing or older than this build's.
+    pub async fn connect_read_only(url: &str) -> Result<Self> {
+        let store = Store::open(url, Access::ReadOnly).await?;
+        let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&store.pool)
+            .await
+            .map_err(|_| Error::NotMigrated)?;
+        let latest = MIGRATOR.iter().map(|m| m.version).max();
+        if applied < latest {
+            return Err(Error::NotMigrated);
+        }
+        Ok(store)
+    }
+
+    async fn open(url: &str, access: Access) -> Result<Self> {
         static DRIVERS: Once = Once::new();
         DRIVERS.call_once(sqlx::any::install_default_drivers);
         let backend = if url.starts_with("sqlite:") {
@@ -44,14 +72,18 @@ impl Store {
         };
         let url = match backend {
             Backend::Sqlite if !url.contains("mode=") => {
-                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+                let mode = match access {
+                    Access::ReadWrite => "rwc",
+                    Access::ReadOnly => "ro",
+                };
+                format!("{url}{}mode={mode}", if url.contains('?') { '&' } else { '?' })
             }
             _ => url.to_owned(),
         };
         let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
-        options = match backend {
+        options = match (backend, access) {
             // SQLite allows one writer at a time; a small pool avoids needless lock waits.
-            Backend::Sqlite => options.max_connections(4).after_connect(|conn, _| {
+            (Backend::Sqlite, Access::ReadWrite) => options.max_connections(4).after_connect(|conn, _| {
                 Box::pin(async move {
                     conn.execute("PRAGMA journal_mode = WAL").await?;
                     conn.execute("PRAGMA busy_timeout = 10000").await?;
@@ -60,12 +92,24 @@ impl Store {
                     Ok(())
                 })
             }),
-            Backend::Postgres => options.max_connections(8),
+            (Backend::Sqlite, Access::ReadOnly) => options.max_connections(2).after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    conn.execute("PRAGMA query_only = ON").await?;
+                    Ok(())
+                })
+            }),
+            (Backend::Postgres, Access::ReadWrite) => options.max_connections(8),
+            (Backend::Postgres, Access::ReadOnly) => options.max_connections(2).after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+                        .await?;
+                    Ok(())
+                })
+            }),
         };
         let pool = options.connect(&url).await.doing("connecting to the database")?;
-        let store = Store { pool, backend };
-        store.migrate().await?;
-        Ok(store)
+        Ok(Store { pool, backend })
     }
 
     /// Applies any migrations not yet applied. Safe to run from several processes at once.

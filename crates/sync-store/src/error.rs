@@ -19,6 +19,11 @@ pub enum Error {
     /// The schema could not be brought up to date.
     #[error("cannot apply the database migrations; check that the database user may create tables")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// A read-only connection found a database the sync has not set up (or an older schema).
+    #[error(
+        "the sync database has no up-to-date schema; run `sync-worker run` (or any command that writes) once first"
+    )]
+    NotMigrated,
     /// The database URL is not one this store supports.
     #[error("unsupported database URL; use sqlite://PATH or postgres://USER@HOST/DB")]
     UnsupportedUrl,

@@ -61,7 +61,7 @@ fn link_from(row: &AnyRow) -> Result<Link> {
     })
 }
 
-fn run_from(row: &AnyRow) -> Result<RunRecord> {
+pub(crate) fn run_from(row: &AnyRow) -> Result<RunRecord> {
     Ok(RunRecord {
         id: row.text("id")?,
         organisation_id: row.text("organisation_id")?,
@@ -158,7 +158,19 @@ fn alert_from(row: &AnyRow) -> Result<Alert> {
     })
 }
 
-fn notification_from(row: &AnyRow) -> Result<Notification> {
+pub(crate) fn cache_from(row: &AnyRow) -> Result<CacheEntry> {
+    Ok(CacheEntry {
+        organisation_id: row.text("organisation_id")?,
+        mentor_id: row.text("mentor_id")?,
+        member_number: row.opt_text("member_number")?,
+        status: row.text("status")?,
+        expires_on: row.opt_date("certification_cache", "expires_on")?,
+        show_on_public_site: row.flag("show_on_public_site")?,
+        as_of: row.at("as_of")?,
+    })
+}
+
+pub(crate) fn notification_from(row: &AnyRow) -> Result<Notification> {
     Ok(Notification {
         id: row.text("id")?,
         organisation_id: row.text("organisation_id")?,
@@ -176,7 +188,7 @@ fn notification_from(row: &AnyRow) -> Result<Notification> {
 }
 
 /// A serde enum's text form (`"sync"` → `sync`).
-fn enum_text<T: serde::Serialize>(value: &T) -> String {
+pub(crate) fn enum_text<T: serde::Serialize>(value: &T) -> String {
     json_text(value).trim_matches('"').to_owned()
 }
 
@@ -957,18 +969,7 @@ impl Store {
             .fetch_optional(&self.pool)
             .await
             .doing("reading the certification cache")?;
-        row.map(|row| {
-            Ok(CacheEntry {
-                organisation_id: row.text("organisation_id")?,
-                mentor_id: row.text("mentor_id")?,
-                member_number: row.opt_text("member_number")?,
-                status: row.text("status")?,
-                expires_on: row.opt_date("certification_cache", "expires_on")?,
-                show_on_public_site: row.flag("show_on_public_site")?,
-                as_of: row.at("as_of")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(cache_from).transpose()
     }
 
     // ----- retention -----
