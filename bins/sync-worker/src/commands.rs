@@ -65,7 +65,8 @@ async fn services(config: &IntegrationConfig, args: &OrgArgs) -> anyhow::Result<
 /// failed as a whole; a run skipped because another holds the lock is not a failure.
 pub(crate) async fn run(config: &IntegrationConfig, args: &OrgArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
-    for service in services(config, args).await? {
+    let services = services(config, args).await?;
+    for service in &services {
         let org = service.organisation_id().to_owned();
         match service.run().await {
             Ok(report) => {
@@ -81,6 +82,7 @@ pub(crate) async fn run(config: &IntegrationConfig, args: &OrgArgs) -> anyhow::R
             Err(e) => return Err(e).with_context(|| format!("the sync of organisation {org}")),
         }
     }
+    crate::monitor::after_runs(config, &organisation_ids(&services)).await;
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
@@ -139,16 +141,27 @@ pub(crate) async fn daemon(config: &IntegrationConfig, args: &OrgArgs) -> anyhow
             wait_for_signal().await;
             tracing::info!("shutdown requested; finishing the current page");
             stop.store(true, Ordering::SeqCst);
-            shutdown.notify_waiters();
+            // A stored permit: the daemon sees it even if the signal comes before it starts waiting.
+            shutdown.notify_one();
         });
     }
+    let store = Store::connect(config.store.url.expose_secret())
+        .await
+        .with_context(|| format!("opening the sync store {}", config.store.redacted_url()))?;
     loop {
         let next = config.schedule.next_after(chrono::Utc::now());
         println!("next run at {} (UTC)", next.format("%Y-%m-%d %H:%M"));
-        let wait = (next - chrono::Utc::now()).to_std().unwrap_or_default();
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = shutdown.notified() => return Ok(ExitCode::SUCCESS),
+        // Between runs, wake every few minutes to send notifications whose retry is due.
+        loop {
+            let wait = (next - chrono::Utc::now()).to_std().unwrap_or_default();
+            if wait.is_zero() {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait.min(DELIVERY_INTERVAL)) => {}
+                () = shutdown.notified() => return Ok(ExitCode::SUCCESS),
+            }
+            crate::monitor::deliver(config, &store).await;
         }
         for service in &services {
             match service.run().await {
@@ -168,7 +181,15 @@ pub(crate) async fn daemon(config: &IntegrationConfig, args: &OrgArgs) -> anyhow
                 return Ok(ExitCode::SUCCESS);
             }
         }
+        crate::monitor::after_runs(config, &organisation_ids(&services)).await;
     }
+}
+
+/// How often the daemon delivers due notifications between runs.
+const DELIVERY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+fn organisation_ids(services: &[SyncService]) -> Vec<String> {
+    services.iter().map(|s| s.organisation_id().to_owned()).collect()
 }
 
 async fn wait_for_signal() {

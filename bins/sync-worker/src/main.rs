@@ -6,6 +6,7 @@
 
 mod commands;
 mod demo;
+mod monitor;
 mod summary;
 
 use std::collections::HashMap;

@@ -157,6 +157,7 @@ async fn run_syncs_each_organisation_and_plan_then_has_nothing_to_do() {
     let printed = text(&output);
     assert!(output.status.success(), "{printed}");
     assert!(printed.contains("organisation hlf: succeeded"), "{printed}");
+    assert!(printed.contains("health of organisation hlf: healthy"), "{printed}");
     assert_eq!(
         sim.state().row("contacts", contact).unwrap()["hlf_showonpublicsite"],
         true

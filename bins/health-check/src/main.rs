@@ -1,0 +1,214 @@
+//! `health-check`: judges each organisation's Dynamics sync for CI and probes. Reads the sync store (read-only) and
+//! calls WhoAmI; writes nothing anywhere. Exit status: 0 healthy, 1 degraded, 2 unhealthy, 3 misconfigured.
+
+// A command-line tool talks to its user on stdout and stderr.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use dynamics_client::{ClientOptions, DynamicsClient};
+use health_monitor::{Authentication, Connectivity, HealthMonitor, OrganisationHealth, Probe, Status};
+use integration_config::{CONFIG_PATH_ENV, ExposeSecret, IntegrationConfig};
+use serde::Serialize;
+use sync_engine::SystemClock;
+use sync_store::Store;
+
+const EXIT_DEGRADED: u8 = 1;
+const EXIT_UNHEALTHY: u8 = 2;
+const EXIT_MISCONFIGURED: u8 = 3;
+
+/// Check the health of the HLF Dynamics sync: configuration, authentication, connectivity (WhoAmI), freshness of
+/// the last successful sync, and the open alerts.
+///
+/// Exit status: 0 healthy, 1 degraded, 2 unhealthy, 3 misconfigured. Needs read access to the sync database only.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// The configuration file (TOML). Defaults to the SYNC_CONFIG variable.
+    #[arg(long, env = CONFIG_PATH_ENV, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Only this organisation (its `id` in the configuration); all of them when omitted.
+    #[arg(long, value_name = "ID")]
+    org: Option<String>,
+    /// Print JSON instead of the human summary.
+    #[arg(long)]
+    json: bool,
+    /// Do not call Dynamics: judge from the sync database alone.
+    #[arg(long)]
+    no_probe: bool,
+}
+
+/// The JSON document printed with `--json`.
+#[derive(Debug, Serialize)]
+struct Report {
+    status: Status,
+    organisations: Vec<OrganisationHealth>,
+}
+
+/// A problem with the configuration or the store address: exit 3.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Misconfigured(String);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_UNHEALTHY);
+        }
+    };
+    match runtime.block_on(run(&cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            let misconfigured = error.downcast_ref::<Misconfigured>().is_some()
+                || error.downcast_ref::<integration_config::ConfigError>().is_some();
+            if cli.json {
+                let status = if misconfigured { "misconfigured" } else { "unhealthy" };
+                println!(
+                    "{}",
+                    serde_json::json!({ "status": status, "error": format!("{error:#}") })
+                );
+            } else {
+                eprintln!("error: {error:#}");
+            }
+            ExitCode::from(if misconfigured {
+                EXIT_MISCONFIGURED
+            } else {
+                EXIT_UNHEALTHY
+            })
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let path = cli.config.clone().ok_or_else(|| {
+        Misconfigured(format!(
+            "no configuration file given; pass --config FILE or set {CONFIG_PATH_ENV} (see fixtures/config/example.toml)"
+        ))
+    })?;
+    let env: HashMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let config = IntegrationConfig::load(&path, &env)?;
+    let organisations: Vec<_> = config
+        .organisations
+        .iter()
+        .filter(|o| cli.org.as_deref().is_none_or(|id| id == o.id))
+        .collect();
+    if organisations.is_empty() {
+        return Err(Misconfigured(format!(
+            "no organisation `{}` in the configuration; see `sync-worker config check`",
+            cli.org.as_deref().unwrap_or_default()
+        ))
+        .into());
+    }
+    let store = Store::connect_read_only(config.store.url.expose_secret())
+        .await
+        .with_context(|| format!("reading the sync store {}", config.store.redacted_url()))?;
+    let monitor = HealthMonitor::new(&config, store.clone(), Arc::new(store), Arc::new(SystemClock));
+    let mut report = Report {
+        status: Status::Healthy,
+        organisations: Vec::new(),
+    };
+    for organisation in organisations {
+        let client = DynamicsClient::for_organisation(
+            organisation,
+            ClientOptions {
+                rate_limit: config.rate_limit.clone(),
+                retry: config.retry.clone(),
+                ..ClientOptions::default()
+            },
+        )
+        .map_err(|e| Misconfigured(format!("the Dynamics client of organisation {}: {e}", organisation.id)))?;
+        let probe = if cli.no_probe {
+            Probe::Skip
+        } else {
+            Probe::Dynamics(&client)
+        };
+        let health = monitor
+            .check(organisation, probe)
+            .await
+            .with_context(|| format!("checking organisation {}", organisation.id))?;
+        report.status = report.status.max(health.status);
+        report.organisations.push(health);
+    }
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", human(&report));
+    }
+    Ok(match report.status {
+        Status::Healthy => ExitCode::SUCCESS,
+        Status::Degraded => ExitCode::from(EXIT_DEGRADED),
+        Status::Unhealthy => ExitCode::from(EXIT_UNHEALTHY),
+    })
+}
+
+/// The summary for a person: the verdict first, then why, then the details.
+fn human(report: &Report) -> String {
+    let mut out = String::new();
+    for h in &report.organisations {
+        let _ = writeln!(out, "organisation {} ({}): {}", h.organisation, h.name, label(h.status));
+        for reason in &h.reasons {
+            let _ = writeln!(out, "  ! {reason}");
+        }
+        let connectivity = match &h.connectivity {
+            Connectivity::NotChecked => "not checked".to_owned(),
+            Connectivity::Ok { latency_ms } => format!("ok (WhoAmI in {latency_ms} ms)"),
+            Connectivity::Failed { error } => format!("FAILED: {error}"),
+        };
+        let authentication = match &h.authentication {
+            Authentication::NotChecked => "not checked".to_owned(),
+            Authentication::Ok => "ok".to_owned(),
+            Authentication::Failed { message, .. } => format!("FAILED: {message}"),
+        };
+        let at =
+            |t: Option<DateTime<Utc>>| t.map_or("never".to_owned(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string());
+        let _ = writeln!(out, "  connectivity:        {connectivity}");
+        let _ = writeln!(out, "  authentication:      {authentication}");
+        let _ = writeln!(out, "  last pull (Dynamics to app): {}", at(h.last_success.pull));
+        let _ = writeln!(out, "  last push (app to Dynamics): {}", at(h.last_success.push));
+        let _ = writeln!(out, "  failed runs in a row: {}", h.consecutive_failed_runs);
+        let _ = writeln!(
+            out,
+            "  certification cache: {} entries, as of {}{}",
+            h.cache.entries,
+            at(h.cache.as_of),
+            if h.cache.stale { " (STALE)" } else { "" }
+        );
+        if let Some(days) = h.secret_days_left {
+            let _ = writeln!(out, "  client secret:       expires in {days} days");
+        }
+        if h.open_alerts.is_empty() {
+            let _ = writeln!(out, "  open alerts:         none");
+        }
+        for alert in &h.open_alerts {
+            let _ = writeln!(out, "  alert [{:?}] {}: {}", alert.severity, alert.cause, alert.message);
+        }
+    }
+    let _ = writeln!(out, "overall: {}", label(report.status));
+    out
+}
+
+fn label(status: Status) -> &'static str {
+    match status {
+        Status::Healthy => "healthy",
+        Status::Degraded => "DEGRADED",
+        Status::Unhealthy => "UNHEALTHY",
+    }
+}
