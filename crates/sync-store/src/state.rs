@@ -175,6 +175,18 @@ fn notification_from(row: &AnyRow) -> Result<Notification> {
     })
 }
 
+fn cache_entry_from(row: &AnyRow) -> Result<CacheEntry> {
+    Ok(CacheEntry {
+        organisation_id: row.text("organisation_id")?,
+        mentor_id: row.text("mentor_id")?,
+        member_number: row.opt_text("member_number")?,
+        status: row.text("status")?,
+        expires_on: row.opt_date("certification_cache", "expires_on")?,
+        show_on_public_site: row.flag("show_on_public_site")?,
+        as_of: row.at("as_of")?,
+    })
+}
+
 /// A serde enum's text form (`"sync"` → `sync`).
 fn enum_text<T: serde::Serialize>(value: &T) -> String {
     json_text(value).trim_matches('"').to_owned()
@@ -957,18 +969,21 @@ impl Store {
             .fetch_optional(&self.pool)
             .await
             .doing("reading the certification cache")?;
-        row.map(|row| {
-            Ok(CacheEntry {
-                organisation_id: row.text("organisation_id")?,
-                mentor_id: row.text("mentor_id")?,
-                member_number: row.opt_text("member_number")?,
-                status: row.text("status")?,
-                expires_on: row.opt_date("certification_cache", "expires_on")?,
-                show_on_public_site: row.flag("show_on_public_site")?,
-                as_of: row.at("as_of")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(cache_entry_from).transpose()
+    }
+
+    /// The cached certification statuses of an organisation in member-number order, at most `limit` (for the
+    /// dashboard, which shows how fresh each is).
+    pub async fn cache_entries(&self, organisation_id: &str, limit: u32) -> Result<Vec<CacheEntry>> {
+        let rows = sqlx::query(
+            "SELECT * FROM certification_cache WHERE organisation_id = $1 ORDER BY member_number, mentor_id LIMIT $2",
+        )
+        .bind(organisation_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .doing("listing the certification cache")?;
+        rows.iter().map(cache_entry_from).collect()
     }
 
     // ----- retention -----
