@@ -127,6 +127,8 @@ impl Frame<'_> {
                     meta name="robots" content="noindex";
                     title { (title) " · HLF integration" }
                     link rel="stylesheet" href=(base.to("/assets/style.css"));
+                    // No icon: without this the browser asks for /favicon.ico on every page.
+                    link rel="icon" href="data:,";
                 }
                 body {
                     header class="top" {
