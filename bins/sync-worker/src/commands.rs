@@ -171,7 +171,9 @@ pub(crate) async fn daemon(config: &IntegrationConfig, args: &OrgArgs) -> anyhow
             wait_for_signal().await;
             tracing::info!("shutdown requested; finishing the current page");
             stop.store(true, Ordering::SeqCst);
-            shutdown.notify_waiters();
+            // notify_one keeps a permit when the loop is not waiting yet (it may be printing or running), so a signal
+            // that arrives between two waits is not lost.
+            shutdown.notify_one();
         });
     }
     loop {
