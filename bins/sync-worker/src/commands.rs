@@ -1,5 +1,5 @@
-//! `run`, `plan` and `reconcile`: load the configuration, open the store, build each organisation's client and
-//! service, and report. The work itself is the engine's.
+//! `run`, `daemon`, `plan`, `reconcile` and `serve`: load the configuration, open the store, build each
+//! organisation's client and service, and report (or serve the dashboard). The work itself is the crates'.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -23,6 +23,11 @@ pub(crate) struct OrgArgs {
 
 /// One service per selected organisation, sharing one store.
 async fn services(config: &IntegrationConfig, args: &OrgArgs) -> anyhow::Result<Vec<SyncService>> {
+    Ok(store_and_services(config, args).await?.1)
+}
+
+/// The store and one service per selected organisation on it.
+async fn store_and_services(config: &IntegrationConfig, args: &OrgArgs) -> anyhow::Result<(Store, Vec<SyncService>)> {
     let store = Store::connect(config.store.url.expose_secret())
         .await
         .with_context(|| format!("opening the sync store {}", config.store.redacted_url()))?;
@@ -58,7 +63,34 @@ async fn services(config: &IntegrationConfig, args: &OrgArgs) -> anyhow::Result<
             args.org.as_deref().unwrap_or_default()
         );
     }
-    Ok(services)
+    Ok((store, services))
+}
+
+/// Serves the dashboard on `dashboard.bind` until SIGTERM or Ctrl-C. Refuses to start without the admin credential.
+pub(crate) async fn serve(config: &IntegrationConfig) -> anyhow::Result<ExitCode> {
+    if config.dashboard.auth.is_none() {
+        // Checked before anything is opened, so the message is the first thing an operator sees.
+        return Err(dashboard::Error::NoCredential {
+            variable: config.dashboard.credential_env.clone(),
+        }
+        .into());
+    }
+    let (store, services) = store_and_services(config, &OrgArgs { org: None }).await?;
+    let dashboard = dashboard::Dashboard::new(config.clone(), store, services, dashboard::DashboardOptions::default())?;
+    let bind = config.dashboard.bind;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("listening on {bind} (dashboard.bind) for the dashboard"))?;
+    let address = listener.local_addr()?;
+    if !address.ip().is_loopback() {
+        tracing::warn!(%address, "the dashboard speaks plain HTTP; put a TLS-terminating proxy in front of it");
+    }
+    println!("dashboard listening on http://{address}/ (Ctrl-C or SIGTERM stops it)");
+    dashboard
+        .serve(listener, wait_for_signal())
+        .await
+        .context("serving the dashboard")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs one sync per organisation. Exit 0 when every run succeeded or only queued failed records, 1 when a run
@@ -141,7 +173,8 @@ pub(crate) async fn daemon(config: &IntegrationConfig, args: &OrgArgs) -> anyhow
             wait_for_signal().await;
             tracing::info!("shutdown requested; finishing the current page");
             stop.store(true, Ordering::SeqCst);
-            // A stored permit: the daemon sees it even if the signal comes before it starts waiting.
+            // notify_one keeps a permit when the loop is not waiting yet (it may be printing or running), so a signal
+            // that arrives between two waits is not lost.
             shutdown.notify_one();
         });
     }
@@ -192,7 +225,7 @@ fn organisation_ids(services: &[SyncService]) -> Vec<String> {
     services.iter().map(|s| s.organisation_id().to_owned()).collect()
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -42,13 +42,16 @@ enum Command {
     Plan(commands::OrgArgs),
     /// Compare every linked record with Dynamics and print the divergence (member numbers and fields only).
     Reconcile(commands::OrgArgs),
+    /// Serve the admin dashboard on `dashboard.bind` until SIGTERM or Ctrl-C. Needs the admin credential in the
+    /// variable `dashboard.credential_env` names (SYNC_DASHBOARD_CREDENTIAL by default); exits 3 without it.
+    Serve,
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
         action: ConfigAction,
     },
     /// Run the embedded demo: the Dataverse emulator on loopback, SQLite with seeded data, real syncs through the
-    /// production path.
+    /// production path; with --serve, then the dashboard on loopback.
     Demo(demo::DemoArgs),
 }
 
@@ -62,10 +65,11 @@ enum ConfigAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own summary; only errors are logged unless RUST_LOG asks for more.
-    init_logging(if matches!(cli.command, Command::Demo(_)) {
-        "error"
-    } else {
-        "warn"
+    init_logging(match cli.command {
+        Command::Demo(_) => "error",
+        // A server's log is read afterwards: admin actions and startup are worth keeping.
+        Command::Serve => "info",
+        _ => "warn",
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -78,7 +82,14 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            if error.downcast_ref::<ConfigError>().is_some() || error.downcast_ref::<NoConfigFile>().is_some() {
+            let no_credential = matches!(
+                error.downcast_ref::<dashboard::Error>(),
+                Some(dashboard::Error::NoCredential { .. })
+            );
+            if error.downcast_ref::<ConfigError>().is_some()
+                || error.downcast_ref::<NoConfigFile>().is_some()
+                || no_credential
+            {
                 ExitCode::from(EXIT_MISCONFIGURED)
             } else {
                 ExitCode::FAILURE
@@ -113,6 +124,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Daemon(args) => commands::daemon(&load_config(cli.config)?, &args).await,
         Command::Plan(args) => commands::plan(&load_config(cli.config)?, &args).await,
         Command::Reconcile(args) => commands::reconcile(&load_config(cli.config)?, &args).await,
+        Command::Serve => commands::serve(&load_config(cli.config)?).await,
         Command::Demo(args) => {
             demo::run(args).await?;
             Ok(ExitCode::SUCCESS)

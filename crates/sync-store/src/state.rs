@@ -972,6 +972,20 @@ impl Store {
         row.as_ref().map(cache_from).transpose()
     }
 
+    /// The cached certification statuses of an organisation in member-number order, at most `limit` (for the
+    /// dashboard, which shows how fresh each is).
+    pub async fn cache_listing(&self, organisation_id: &str, limit: u32) -> Result<Vec<CacheEntry>> {
+        let rows = sqlx::query(
+            "SELECT * FROM certification_cache WHERE organisation_id = $1 ORDER BY member_number, mentor_id LIMIT $2",
+        )
+        .bind(organisation_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .doing("listing the certification cache")?;
+        rows.iter().map(cache_from).collect()
+    }
+
     // ----- retention -----
 
     /// Deletes run logs, failed-record payloads of dismissed records and sent notifications older than `before`

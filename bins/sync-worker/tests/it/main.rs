@@ -3,6 +3,8 @@
 // Test helpers may unwrap and panic: that is how they report a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod serve;
+
 use std::process::{Command, Output};
 
 fn worker(args: &[&str]) -> Output {
@@ -40,6 +42,14 @@ fn demo_syncs_through_the_production_path_and_hides_overnight_expiries() {
         "{printed}"
     );
     assert!(printed.contains("no contact with member number 899990"), "{printed}");
+    assert!(
+        printed.contains("conflict held for an admin: mentor hlf-mentor-500004 field email"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("dead after 2 runs, waits for an admin: hlf-mentor-899990"),
+        "{printed}"
+    );
     assert!(
         !printed.contains(dataverse_sim::DEFAULT_CLIENT_SECRET),
         "the secret must never be printed"

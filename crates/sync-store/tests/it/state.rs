@@ -416,8 +416,21 @@ async fn the_certification_cache_keeps_the_as_of_time() {
             ..entry
         };
         store.save_cache_entry(&newer).await.unwrap();
-        assert_eq!(store.cache_entry("hlf", "m1").await.unwrap(), Some(newer));
+        assert_eq!(store.cache_entry("hlf", "m1").await.unwrap(), Some(newer.clone()));
         assert_eq!(store.cache_entry("other", "m1").await.unwrap(), None);
+        let first = CacheEntry {
+            mentor_id: "m2".into(),
+            member_number: Some("1000".into()),
+            ..newer.clone()
+        };
+        store.save_cache_entry(&first).await.unwrap();
+        assert_eq!(
+            store.cache_listing("hlf", 10).await.unwrap(),
+            vec![first.clone(), newer.clone()],
+            "listed by member number"
+        );
+        assert_eq!(store.cache_listing("hlf", 1).await.unwrap(), vec![first]);
+        assert!(store.cache_listing("other", 10).await.unwrap().is_empty());
     })
     .await;
 }

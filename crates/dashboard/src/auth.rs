@@ -1,0 +1,191 @@
+//! The admin credential: bearer token or basic authentication, compared in constant time.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use integration_config::{DashboardAuth, ExposeSecret};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::Shared;
+
+/// The realm a browser shows in its login prompt.
+const REALM: &str = "Basic realm=\"HLF integration dashboard\", charset=\"UTF-8\"";
+
+/// The expected credential, kept only as SHA-256 digests: comparing digests takes the same time whatever the length
+/// or content of a guess, and the secret itself is not held by the dashboard.
+pub(crate) struct Credential {
+    kind: Kind,
+    secret: [u8; 32],
+}
+
+enum Kind {
+    Bearer,
+    Basic { username: [u8; 32] },
+}
+
+/// Who made a request: recorded as the resolver of a conflict.
+#[derive(Debug, Clone)]
+pub(crate) struct Admin {
+    pub(crate) name: String,
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+fn equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.ct_eq(b).into()
+}
+
+impl Credential {
+    pub(crate) fn new(auth: &DashboardAuth) -> Self {
+        match auth {
+            DashboardAuth::Bearer(token) => Credential {
+                kind: Kind::Bearer,
+                secret: digest(token.expose_secret().as_bytes()),
+            },
+            DashboardAuth::Basic { username, password } => Credential {
+                kind: Kind::Basic {
+                    username: digest(username.as_bytes()),
+                },
+                secret: digest(password.expose_secret().as_bytes()),
+            },
+        }
+    }
+
+    /// The admin, when the request's `Authorization` header carries the credential.
+    pub(crate) fn check(&self, headers: &HeaderMap) -> Option<Admin> {
+        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, rest) = value.trim().split_once(' ')?;
+        let rest = rest.trim();
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return match self.kind {
+                Kind::Bearer if equal(&digest(rest.as_bytes()), &self.secret) => Some(Admin {
+                    name: "admin (bearer token)".to_owned(),
+                }),
+                _ => None,
+            };
+        }
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = decode_base64(rest)?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (user, password) = text.split_once(':')?;
+        let password_ok = equal(&digest(password.as_bytes()), &self.secret);
+        let user_ok = match &self.kind {
+            // With a bearer token, a browser's prompt sends any user name and the token as the password.
+            Kind::Bearer => true,
+            Kind::Basic { username } => equal(&digest(user.as_bytes()), username),
+        };
+        (password_ok & user_ok).then(|| Admin {
+            name: if user.is_empty() {
+                "admin".to_owned()
+            } else {
+                user.to_owned()
+            },
+        })
+    }
+}
+
+/// Middleware: answers 401 with a login prompt unless the request carries the credential.
+pub(crate) async fn require_admin(State(shared): State<Arc<Shared>>, mut request: Request, next: Next) -> Response {
+    match shared.credential.check(request.headers()) {
+        Some(admin) => {
+            request.extensions_mut().insert(admin);
+            next.run(request).await
+        }
+        None => {
+            let mut response = (StatusCode::UNAUTHORIZED, "the admin credential is required\n").into_response();
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(REALM));
+            response
+        }
+    }
+}
+
+/// Standard base64 (RFC 4648, with padding optional), enough for an `Authorization: Basic` header.
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut buffer = 0u32;
+    let mut bits = 0u32;
+    for byte in text.bytes() {
+        let value = match byte {
+            b'A'..=b'Z' => byte - b'A',
+            b'a'..=b'z' => byte - b'a' + 26,
+            b'0'..=b'9' => byte - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        buffer = (buffer << 6) | u32::from(value);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(u8::try_from((buffer >> bits) & 0xff).ok()?);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use integration_config::SecretString;
+
+    use super::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("x")),
+        );
+        headers
+    }
+
+    #[track_caller]
+    fn check(credential: &Credential, authorization: &str, expected: Option<&str>) {
+        let got = credential.check(&headers(authorization)).map(|a| a.name);
+        assert_eq!(got.as_deref(), expected, "Authorization: {authorization}");
+    }
+
+    #[test]
+    fn base64_decodes_with_and_without_padding() {
+        assert_eq!(decode_base64("YWRtaW46czNjcmV0").as_deref(), Some(&b"admin:s3cret"[..]));
+        assert_eq!(decode_base64("YTpi").as_deref(), Some(&b"a:b"[..]));
+        assert_eq!(decode_base64("YTpiYw==").as_deref(), Some(&b"a:bc"[..]));
+        assert_eq!(decode_base64("YTpiYw").as_deref(), Some(&b"a:bc"[..]));
+        assert_eq!(decode_base64("not base64!"), None);
+    }
+
+    #[test]
+    fn bearer_mode_takes_the_token_or_basic_with_the_token_as_password() {
+        let credential = Credential::new(&DashboardAuth::Bearer(SecretString::from("tok-123")));
+        check(&credential, "Bearer tok-123", Some("admin (bearer token)"));
+        check(&credential, "bearer   tok-123", Some("admin (bearer token)"));
+        check(&credential, "Bearer tok-1234", None);
+        check(&credential, "Bearer ", None);
+        // "kari:tok-123" and "kari:wrong"
+        check(&credential, "Basic a2FyaTp0b2stMTIz", Some("kari"));
+        check(&credential, "Basic a2FyaTp3cm9uZw==", None);
+        check(&credential, "Digest tok-123", None);
+    }
+
+    #[test]
+    fn basic_mode_needs_the_user_name_and_password_and_refuses_a_bearer_token() {
+        let credential = Credential::new(&DashboardAuth::Basic {
+            username: "kari".into(),
+            password: SecretString::from("tok-123"),
+        });
+        check(&credential, "Basic a2FyaTp0b2stMTIz", Some("kari"));
+        // "ola:tok-123"
+        check(&credential, "Basic b2xhOnRvay0xMjM=", None);
+        check(&credential, "Bearer tok-123", None);
+    }
+}

@@ -1,0 +1,157 @@
+//! IntegrationConfigDashboard: the admin dashboard of the HLF Dynamics sync, as an [`axum::Router`] a backend mounts
+//! under any prefix, or that `sync-worker serve` serves on its own.
+//!
+//! Pages (HTML, rendered on the server, no JavaScript) and the same data as JSON:
+//!
+//! | page | JSON | what it is for |
+//! | --- | --- | --- |
+//! | `/` | `/api/overview` | status per organisation, last successful sync, open alerts, a chart of the last 30 runs |
+//! | `/runs` | `/api/runs` | the run log with each run's metrics |
+//! | `/failures` | `/api/failures` | failed records with their reason and attempts; requeue or dismiss |
+//! | `/conflicts` | `/api/conflicts` | both values of a conflicting shared field with their times; pick a side |
+//! | `/config` | `/api/config` | effective settings, the mapping table and the schedule; secrets only as "set" |
+//! | `/cache` | `/api/cache` | the certification cache with its as-of times and stale flags |
+//! | `/alerts` | `/api/alerts` | active alerts; acknowledge |
+//!
+//! List pages take `?org=ID` to show one organisation. Actions are POSTs: `/failures/requeue` and
+//! `/failures/dismiss` (form fields `org`, `key`, `direction`), `/conflicts/{id}/resolve` (`side` = `app` or
+//! `dynamics`, optional `apply_now`), `/alerts/{id}/acknowledge` (`org`); each also exists under `/api/` taking a
+//! JSON body with the same fields. `GET /api/session` returns the CSRF token for API clients. [`ROUTES`] lists
+//! every route.
+//!
+//! Access: every route but `GET /healthz` needs the admin credential of `[dashboard]` in the configuration. With
+//! `auth = "basic"` that is the user name and password; with `auth = "bearer"` it is `Authorization: Bearer TOKEN`,
+//! or, for a browser's login prompt, basic authentication with any user name and the token as the password. Both
+//! are compared in constant time. Every POST needs a CSRF token (the hidden `csrf` field of the page's forms, or the
+//! `X-CSRF-Token` header), an HMAC under a secret made at start, and is refused when the browser says it comes from
+//! another site (`Origin`, `Sec-Fetch-Site`). GET never changes anything. Every response carries a strict
+//! Content-Security-Policy (no script at all), `X-Content-Type-Options`, `X-Frame-Options`, `Referrer-Policy` and
+//! `Cache-Control: no-store`.
+//!
+//! Resolving a conflict goes through [`sync_engine::SyncService::resolve_conflict`], so the chosen value is written
+//! by the next run (or at once, with `apply_now`). Requeue and dismiss go through the service too. Secrets are never
+//! shown; member numbers and names appear only on the failed-record and conflict pages, where an admin needs them to
+//! find the person.
+//!
+//! ```no_run
+//! # async fn mount(config: integration_config::IntegrationConfig, store: sync_store::Store,
+//! #                services: Vec<sync_engine::SyncService>) -> Result<(), dashboard::Error> {
+//! let dashboard = dashboard::Dashboard::new(config, store, services, dashboard::DashboardOptions::default())?;
+//! let app: axum::Router = axum::Router::new().nest("/admin/integration", dashboard.router());
+//! # let _ = app; Ok(()) }
+//! ```
+
+mod assets;
+mod auth;
+mod chart;
+mod csrf;
+mod error;
+mod pages;
+mod routes;
+mod security;
+mod status;
+mod view;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use integration_config::IntegrationConfig;
+use sync_engine::{Clock, SyncService, SystemClock};
+use sync_store::Store;
+
+pub use error::{Error, Result};
+pub use routes::{ROUTES, Route, RouteMethod};
+pub use status::{HealthLevel, OrganisationStatus, organisation_status};
+
+/// The dashboard: configuration, store and one sync service per organisation. Cheap to clone.
+#[derive(Clone)]
+pub struct Dashboard {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Optional settings of a [`Dashboard`].
+#[derive(Debug, Default)]
+pub struct DashboardOptions {
+    /// The clock for "now" (staleness, CSRF token age, the page's time stamp); the system clock when `None`.
+    pub clock: Option<Arc<dyn Clock>>,
+    /// The key CSRF tokens are signed with; 32 random bytes made at start when `None`. Set it only in tests, or to
+    /// share tokens between replicas behind one load balancer.
+    pub csrf_key: Option<[u8; 32]>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: IntegrationConfig,
+    pub(crate) store: Store,
+    pub(crate) services: BTreeMap<String, SyncService>,
+    pub(crate) credential: auth::Credential,
+    pub(crate) csrf: csrf::CsrfKey,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Dashboard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dashboard")
+            .field("organisations", &self.shared.services.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dashboard {
+    /// A dashboard over `store` for the organisations of `config`, with one service per organisation (each
+    /// organisation's own, as `sync-worker` builds them). Fails when `[dashboard]` has no credential, or when an
+    /// organisation of the configuration has no service.
+    pub fn new(
+        config: IntegrationConfig,
+        store: Store,
+        services: Vec<SyncService>,
+        options: DashboardOptions,
+    ) -> Result<Self> {
+        let credential = match &config.dashboard.auth {
+            Some(auth) => auth::Credential::new(auth),
+            None => {
+                return Err(Error::NoCredential {
+                    variable: config.dashboard.credential_env.clone(),
+                });
+            }
+        };
+        let services: BTreeMap<String, SyncService> = services
+            .into_iter()
+            .map(|s| (s.organisation_id().to_owned(), s))
+            .collect();
+        if let Some(missing) = config.organisations.iter().find(|o| !services.contains_key(&o.id)) {
+            return Err(Error::NoService {
+                organisation: missing.id.clone(),
+            });
+        }
+        let csrf = match options.csrf_key {
+            Some(key) => csrf::CsrfKey::new(key),
+            None => csrf::CsrfKey::random()?,
+        };
+        Ok(Dashboard {
+            shared: Arc::new(Shared {
+                config,
+                store,
+                services,
+                credential,
+                csrf,
+                clock: options.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            }),
+        })
+    }
+
+    /// The router, to serve as it is or to `nest` under a prefix: links, forms and redirects follow the prefix.
+    pub fn router(&self) -> axum::Router {
+        routes::router(self.shared.clone())
+    }
+
+    /// Serves the dashboard on `listener` until `shutdown` completes.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
