@@ -12,6 +12,7 @@ mod demo;
 mod error;
 mod lock;
 mod model;
+mod posting;
 mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -22,3 +23,4 @@ pub use demo::{DemoSpec, DemoSummary};
 pub use error::{Error, Result};
 pub use lock::RunLock;
 pub use model::*;
+pub use posting::PostingStore;
