@@ -26,5 +26,5 @@ pub use error::{Error, Result};
 pub use notify::Message;
 pub use plan::{Plan, PlanItem};
 pub use reconcile::{Difference, ReconcileReport};
-pub use record::{CertificationView, KNOWN_FIELDS, certification_view, local_today};
+pub use record::{CertificationView, KNOWN_FIELDS, SYNC_STAMP, app_record, certification_view, local_today};
 pub use service::{CertificationStatus, RunReport, SyncService};
