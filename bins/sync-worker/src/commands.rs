@@ -1,11 +1,13 @@
-//! `run`, `plan` and `reconcile`: load the configuration, open the store, build each organisation's client and
-//! service, and report. The work itself is the engine's.
+//! `run`, `plan`, `reconcile` and `export-csv`: load the configuration, open the store, build each organisation's
+//! client and service (or exporter), and report. The work itself is the engine's and the CSV fallback's.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
+use csv_fallback::{CsvExporter, ExportKind};
 use dynamics_client::{ClientOptions, DynamicsClient};
 use integration_config::{ExposeSecret, IntegrationConfig};
 use sync_engine::{SyncService, SystemClock};
@@ -19,6 +21,82 @@ pub(crate) struct OrgArgs {
     /// Only this organisation (its `id` in the configuration); all of them when omitted.
     #[arg(long, value_name = "ID")]
     org: Option<String>,
+}
+
+/// What `export-csv` writes, and where.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ExportCsvArgs {
+    /// The organisation to export (its `id` in the configuration).
+    #[arg(long, value_name = "ID")]
+    org: String,
+    /// The directory to write into; created when missing.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// `full`: every mentor. `delta`: only mentors whose values Dynamics has not confirmed through the API since
+    /// their last successful sync (and mentors never synced).
+    #[arg(long, value_enum, default_value = "full")]
+    kind: KindArg,
+}
+
+/// The export kinds as the command line spells them.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum KindArg {
+    Full,
+    Delta,
+}
+
+/// Writes one organisation's CSV export and lists the files. Exit 0 when written, also when some mentors went to
+/// the errors file (they are named on the output); 1 when nothing could be written.
+pub(crate) async fn export_csv(config: &IntegrationConfig, args: &ExportCsvArgs) -> anyhow::Result<ExitCode> {
+    let organisation = config
+        .organisations
+        .iter()
+        .find(|o| o.id == args.org)
+        .with_context(|| {
+            format!(
+                "no organisation `{}` in the configuration; see `sync-worker config check`",
+                args.org
+            )
+        })?;
+    let store = Store::connect(config.store.url.expose_secret())
+        .await
+        .with_context(|| format!("opening the sync store {}", config.store.redacted_url()))?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating the directory {}", args.out.display()))?;
+    let exporter = CsvExporter::new(
+        organisation,
+        Arc::new(store.clone()),
+        store.clone(),
+        Arc::new(SystemClock),
+        None,
+    )
+    .with_context(|| format!("setting up the CSV export of organisation {}", organisation.id))?;
+    let kind = match args.kind {
+        KindArg::Full => ExportKind::Full,
+        KindArg::Delta => ExportKind::Delta,
+    };
+    let (export, paths) = exporter
+        .export_to(kind, &args.out)
+        .await
+        .with_context(|| format!("exporting organisation {}", organisation.id))?;
+    store.close().await;
+    for (file, path) in export.files.iter().zip(&paths) {
+        println!("wrote {} ({} mentors)", path.display(), file.rows);
+    }
+    println!(
+        "{} mentors to import; {} already as Dynamics last confirmed them",
+        export.rows(),
+        export.mentors_unchanged
+    );
+    if let (Some(errors), Some(path)) = (&export.errors_file, paths.last()) {
+        let mentors: std::collections::BTreeSet<&str> = export.problems.iter().map(|p| p.mentor_id.as_str()).collect();
+        println!(
+            "wrote {} ({} problems): {} mentors cannot be imported; fix them in the app and export again",
+            path.display(),
+            errors.rows,
+            mentors.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// One service per selected organisation, sharing one store.

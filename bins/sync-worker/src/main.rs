@@ -41,6 +41,10 @@ enum Command {
     Plan(commands::OrgArgs),
     /// Compare every linked record with Dynamics and print the divergence (member numbers and fields only).
     Reconcile(commands::OrgArgs),
+    /// Write the mentors' certification fields of one organisation as CSV files for the Dynamics Import Data
+    /// wizard (the fallback while the API path is down; see docs/csv-fallback.md). Mentors that cannot be imported
+    /// are listed with the reason in an errors file beside them.
+    ExportCsv(commands::ExportCsvArgs),
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -112,6 +116,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Daemon(args) => commands::daemon(&load_config(cli.config)?, &args).await,
         Command::Plan(args) => commands::plan(&load_config(cli.config)?, &args).await,
         Command::Reconcile(args) => commands::reconcile(&load_config(cli.config)?, &args).await,
+        Command::ExportCsv(args) => commands::export_csv(&load_config(cli.config)?, &args).await,
         Command::Demo(args) => {
             demo::run(args).await?;
             Ok(ExitCode::SUCCESS)
