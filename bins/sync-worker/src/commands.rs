@@ -213,11 +213,15 @@ pub(crate) async fn daemon(config: &IntegrationConfig, args: &OrgArgs) -> anyhow
     let shutdown = Arc::new(tokio::sync::Notify::new());
     {
         let (stop, shutdown) = (stop.clone(), shutdown.clone());
+        // Registered before "next run at" is printed: a SIGTERM that follows the line must find the handler in
+        // place, or it would kill the process instead of stopping it cleanly.
+        let signals = Signals::register();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            signals.wait().await;
             tracing::info!("shutdown requested; finishing the current page");
             stop.store(true, Ordering::SeqCst);
-            shutdown.notify_waiters();
+            // One waiter, the loop below; notify_one keeps the wake-up for it if it is not waiting yet.
+            shutdown.notify_one();
         });
     }
     loop {
@@ -249,17 +253,29 @@ pub(crate) async fn daemon(config: &IntegrationConfig, args: &OrgArgs) -> anyhow
     }
 }
 
-async fn wait_for_signal() {
+/// The shutdown signals (SIGTERM where there is one, and Ctrl-C), registered when made.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn register() -> Self {
+        Signals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+        }
+    }
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        if let Some(mut term) = self.term {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
             }
             return;
         }
+        let _ = tokio::signal::ctrl_c().await;
     }
-    let _ = tokio::signal::ctrl_c().await;
 }
