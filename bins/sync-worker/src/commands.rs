@@ -1,11 +1,14 @@
-//! `run`, `daemon`, `plan`, `reconcile` and `serve`: load the configuration, open the store, build each
-//! organisation's client and service, and report (or serve the dashboard). The work itself is the crates'.
+//! `run`, `daemon`, `plan`, `reconcile`, `serve` and `export-csv`: load the configuration, open the store, build
+//! each organisation's client and service (or exporter), and report or serve the dashboard. The work itself is the
+//! crates'.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
+use csv_fallback::{CsvExporter, ExportKind};
 use dynamics_client::{ClientOptions, DynamicsClient};
 use integration_config::{ExposeSecret, IntegrationConfig};
 use sync_engine::{SyncService, SystemClock};
@@ -19,6 +22,82 @@ pub(crate) struct OrgArgs {
     /// Only this organisation (its `id` in the configuration); all of them when omitted.
     #[arg(long, value_name = "ID")]
     org: Option<String>,
+}
+
+/// What `export-csv` writes, and where.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ExportCsvArgs {
+    /// The organisation to export (its `id` in the configuration).
+    #[arg(long, value_name = "ID")]
+    org: String,
+    /// The directory to write into; created when missing.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// `full`: every mentor. `delta`: only mentors whose values Dynamics has not confirmed through the API since
+    /// their last successful sync (and mentors never synced).
+    #[arg(long, value_enum, default_value = "full")]
+    kind: KindArg,
+}
+
+/// The export kinds as the command line spells them.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum KindArg {
+    Full,
+    Delta,
+}
+
+/// Writes one organisation's CSV export and lists the files. Exit 0 when written, also when some mentors went to
+/// the errors file (they are named on the output); 1 when nothing could be written.
+pub(crate) async fn export_csv(config: &IntegrationConfig, args: &ExportCsvArgs) -> anyhow::Result<ExitCode> {
+    let organisation = config
+        .organisations
+        .iter()
+        .find(|o| o.id == args.org)
+        .with_context(|| {
+            format!(
+                "no organisation `{}` in the configuration; see `sync-worker config check`",
+                args.org
+            )
+        })?;
+    let store = Store::connect(config.store.url.expose_secret())
+        .await
+        .with_context(|| format!("opening the sync store {}", config.store.redacted_url()))?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating the directory {}", args.out.display()))?;
+    let exporter = CsvExporter::new(
+        organisation,
+        Arc::new(store.clone()),
+        store.clone(),
+        Arc::new(SystemClock),
+        None,
+    )
+    .with_context(|| format!("setting up the CSV export of organisation {}", organisation.id))?;
+    let kind = match args.kind {
+        KindArg::Full => ExportKind::Full,
+        KindArg::Delta => ExportKind::Delta,
+    };
+    let (export, paths) = exporter
+        .export_to(kind, &args.out)
+        .await
+        .with_context(|| format!("exporting organisation {}", organisation.id))?;
+    store.close().await;
+    for (file, path) in export.files.iter().zip(&paths) {
+        println!("wrote {} ({} mentors)", path.display(), file.rows);
+    }
+    println!(
+        "{} mentors to import; {} already as Dynamics last confirmed them",
+        export.rows(),
+        export.mentors_unchanged
+    );
+    if let (Some(errors), Some(path)) = (&export.errors_file, paths.last()) {
+        let mentors: std::collections::BTreeSet<&str> = export.problems.iter().map(|p| p.mentor_id.as_str()).collect();
+        println!(
+            "wrote {} ({} problems): {} mentors cannot be imported; fix them in the app and export again",
+            path.display(),
+            errors.rows,
+            mentors.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// One service per selected organisation, sharing one store.
@@ -169,12 +248,14 @@ pub(crate) async fn daemon(config: &IntegrationConfig, args: &OrgArgs) -> anyhow
     let shutdown = Arc::new(tokio::sync::Notify::new());
     {
         let (stop, shutdown) = (stop.clone(), shutdown.clone());
+        // Registered before "next run at" is printed: a SIGTERM that follows the line must find the handler in
+        // place, or it would kill the process instead of stopping it cleanly.
+        let signals = Signals::register();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            signals.wait().await;
             tracing::info!("shutdown requested; finishing the current page");
             stop.store(true, Ordering::SeqCst);
-            // notify_one keeps a permit when the loop is not waiting yet (it may be printing or running), so a signal
-            // that arrives between two waits is not lost.
+            // One waiter, the loop below; notify_one keeps the wake-up for it if it is not waiting yet.
             shutdown.notify_one();
         });
     }
@@ -225,17 +306,34 @@ fn organisation_ids(services: &[SyncService]) -> Vec<String> {
     services.iter().map(|s| s.organisation_id().to_owned()).collect()
 }
 
+/// Waits for SIGTERM or Ctrl-C (for `serve`).
 pub(crate) async fn wait_for_signal() {
+    Signals::register().wait().await;
+}
+
+/// The shutdown signals (SIGTERM where there is one, and Ctrl-C), registered when made.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn register() -> Self {
+        Signals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+        }
+    }
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        if let Some(mut term) = self.term {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
             }
             return;
         }
+        let _ = tokio::signal::ctrl_c().await;
     }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -45,6 +45,10 @@ enum Command {
     /// Serve the admin dashboard on `dashboard.bind` until SIGTERM or Ctrl-C. Needs the admin credential in the
     /// variable `dashboard.credential_env` names (SYNC_DASHBOARD_CREDENTIAL by default); exits 3 without it.
     Serve,
+    /// Write the mentors' certification fields of one organisation as CSV files for the Dynamics Import Data
+    /// wizard (the fallback while the API path is down; see docs/csv-fallback.md). Mentors that cannot be imported
+    /// are listed with the reason in an errors file beside them.
+    ExportCsv(commands::ExportCsvArgs),
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -125,6 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(args) => commands::plan(&load_config(cli.config)?, &args).await,
         Command::Reconcile(args) => commands::reconcile(&load_config(cli.config)?, &args).await,
         Command::Serve => commands::serve(&load_config(cli.config)?).await,
+        Command::ExportCsv(args) => commands::export_csv(&load_config(cli.config)?, &args).await,
         Command::Demo(args) => {
             demo::run(args).await?;
             Ok(ExitCode::SUCCESS)

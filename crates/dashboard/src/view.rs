@@ -229,6 +229,7 @@ pub(crate) fn value_text(value: &AppValue) -> String {
         AppValue::DateTime(at) => at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
         AppValue::Choice(symbol) => symbol.clone(),
         AppValue::Reference(id) => id.to_string(),
+        AppValue::Decimal(amount) => amount.to_string(),
     }
 }
 

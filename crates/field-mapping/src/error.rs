@@ -52,6 +52,28 @@ pub enum ValueError {
         /// The column's limit.
         max_length: u32,
     },
+    /// A decimal value with more digits after the point than the column keeps; it is refused rather than rounded.
+    #[error(
+        "field `{field}` has more than {scale} digits after the decimal point, which column `{column}` cannot keep; correct the amount in the app"
+    )]
+    TooPrecise {
+        /// The app field.
+        field: String,
+        /// The Dataverse column.
+        column: String,
+        /// The digits after the point the column keeps.
+        scale: u32,
+    },
+    /// A decimal value beyond the range Dataverse stores.
+    #[error(
+        "field `{field}` is beyond the range column `{column}` stores (±922,337,203,685,477); correct the amount in the app"
+    )]
+    OutOfRange {
+        /// The app field.
+        field: String,
+        /// The Dataverse column.
+        column: String,
+    },
     /// An app choice symbol that the mapping's option table does not list.
     #[error("field `{field}` has app value `{symbol}`, which the mapping's options do not list; add it to the mapping")]
     UnknownAppChoice {

@@ -18,8 +18,9 @@ mod value;
 pub use diff::{Decision, FieldDiff};
 pub use error::{MappingError, Problem, ProblemList, ValueError};
 pub use metadata::{ColumnKind, ColumnMetadata, Drift, TableMetadata};
+pub use rust_decimal::Decimal;
 pub use spec::{ConflictStrategy, FieldKind, FieldMapping, FieldSpec, OnDelete, Owner, RecordMapping};
-pub use value::{AppRecord, AppValue, FORBIDDEN_KEY_CHARS, Row};
+pub use value::{AppRecord, AppValue, FORBIDDEN_KEY_CHARS, MAX_DECIMAL_MAGNITUDE, Row};
 
 /// The default HLF mapping (`fixtures/mapping/hlf-default.toml`), embedded so the demo and tests need no file.
 pub const HLF_DEFAULT_MAPPING: &str = include_str!("../../../fixtures/mapping/hlf-default.toml");

@@ -157,6 +157,9 @@ impl FieldKind {
             FieldKind::Date => matches!(column, ColumnKind::DateOnly),
             FieldKind::DateTime => matches!(column, ColumnKind::DateTime),
             FieldKind::Bool => matches!(column, ColumnKind::Boolean),
+            FieldKind::Decimal { .. } => {
+                matches!(column, ColumnKind::Other(name) if name == "Money" || name == "Decimal")
+            }
             FieldKind::Choice { .. } => {
                 matches!(column, ColumnKind::Picklist | ColumnKind::State | ColumnKind::Status)
             }

@@ -67,6 +67,12 @@ pub enum FieldKind {
     DateTime,
     /// A yes/no column.
     Bool,
+    /// An exact decimal number, e.g. a money amount, with at most `scale` digits after the decimal point (the
+    /// column's precision). Never converted through floating point; a value with more digits is refused, not rounded.
+    Decimal {
+        /// Digits after the decimal point the column keeps (Dataverse money: 0 to 4; decimal: 0 to 10).
+        scale: u32,
+    },
     /// A choice (option set): app symbols mapped to Dataverse option values.
     Choice {
         /// App symbol to Dataverse option value, one to one.
@@ -155,6 +161,7 @@ impl FieldKind {
             FieldKind::Date => "date",
             FieldKind::DateTime => "datetime",
             FieldKind::Bool => "bool",
+            FieldKind::Decimal { .. } => "decimal",
             FieldKind::Choice { .. } => "choice",
             FieldKind::Lookup { .. } => "lookup",
         }
@@ -288,6 +295,9 @@ impl RecordMapping {
 /// The mapping file format version this build reads.
 const MAPPING_VERSION: u32 = 1;
 
+/// The largest `scale` a decimal field may declare: Dataverse decimal columns keep at most 10 digits after the point.
+const MAX_DECIMAL_SCALE: i64 = 10;
+
 #[derive(Deserialize)]
 struct RawMapping {
     version: Option<u32>,
@@ -316,6 +326,7 @@ struct RawField {
     kind: Option<String>,
     display_name: Option<String>,
     max_length: Option<i64>,
+    scale: Option<i64>,
     options: Option<BTreeMap<String, i64>>,
     target_entity_set: Option<String>,
     navigation_property: Option<String>,
@@ -539,6 +550,7 @@ impl RawField {
         };
         let kind = match kind_name {
             "string" => {
+                unused("scale", self.scale.is_some());
                 unused("options", self.options.is_some());
                 unused("target_entity_set", self.target_entity_set.is_some());
                 unused("navigation_property", self.navigation_property.is_some());
@@ -564,6 +576,7 @@ impl RawField {
             }
             "date" | "datetime" | "bool" => {
                 unused("max_length", self.max_length.is_some());
+                unused("scale", self.scale.is_some());
                 unused("options", self.options.is_some());
                 unused("target_entity_set", self.target_entity_set.is_some());
                 unused("navigation_property", self.navigation_property.is_some());
@@ -573,14 +586,43 @@ impl RawField {
                     _ => FieldKind::Bool,
                 })
             }
+            "decimal" => {
+                unused("max_length", self.max_length.is_some());
+                unused("options", self.options.is_some());
+                unused("target_entity_set", self.target_entity_set.is_some());
+                unused("navigation_property", self.navigation_property.is_some());
+                match self.scale {
+                    Some(n) if (0..=MAX_DECIMAL_SCALE).contains(&n) => Some(FieldKind::Decimal {
+                        scale: u32::try_from(n).unwrap_or(0),
+                    }),
+                    Some(n) => {
+                        problems.push(Problem::new(
+                            path("scale"),
+                            format!(
+                                "{n} is out of range; use the column's precision, the digits after the decimal point (0 to {MAX_DECIMAL_SCALE})"
+                            ),
+                        ));
+                        None
+                    }
+                    None => {
+                        problems.push(Problem::new(
+                            path("scale"),
+                            "missing; decimal fields need the column's precision (digits after the decimal point, e.g. 2 for money) so values are never rounded",
+                        ));
+                        None
+                    }
+                }
+            }
             "choice" => {
                 unused("max_length", self.max_length.is_some());
+                unused("scale", self.scale.is_some());
                 unused("target_entity_set", self.target_entity_set.is_some());
                 unused("navigation_property", self.navigation_property.is_some());
                 validate_options(self.options, &path("options"), problems).map(|options| FieldKind::Choice { options })
             }
             "lookup" => {
                 unused("max_length", self.max_length.is_some());
+                unused("scale", self.scale.is_some());
                 unused("options", self.options.is_some());
                 let target_entity_set = required(
                     self.target_entity_set,
@@ -602,7 +644,7 @@ impl RawField {
             "" => {
                 problems.push(Problem::new(
                     path("type"),
-                    "missing; use one of \"string\", \"date\", \"datetime\", \"bool\", \"choice\", \"lookup\"",
+                    "missing; use one of \"string\", \"date\", \"datetime\", \"bool\", \"decimal\", \"choice\", \"lookup\"",
                 ));
                 None
             }
@@ -610,7 +652,7 @@ impl RawField {
                 problems.push(Problem::new(
                     path("type"),
                     format!(
-                        "`{other}` is not a type; use one of \"string\", \"date\", \"datetime\", \"bool\", \"choice\", \"lookup\""
+                        "`{other}` is not a type; use one of \"string\", \"date\", \"datetime\", \"bool\", \"decimal\", \"choice\", \"lookup\""
                     ),
                 ));
                 None

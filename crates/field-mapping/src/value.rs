@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -24,6 +25,9 @@ pub enum AppValue {
     Date(NaiveDate),
     /// An instant in UTC.
     DateTime(DateTime<Utc>),
+    /// An exact decimal number (a money amount). Stored in shadows as a string, so it never passes through floating
+    /// point.
+    Decimal(Decimal),
     /// A choice, by its app symbol (e.g. `expired`).
     Choice(String),
     /// A reference to another Dataverse row, by its id.
@@ -35,6 +39,9 @@ pub type AppRecord = BTreeMap<String, AppValue>;
 
 /// A Dataverse row or request body: property name to JSON value.
 pub type Row = serde_json::Map<String, Value>;
+
+/// The largest magnitude Dataverse stores in a money column (and more than any decimal column takes).
+pub const MAX_DECIMAL_MAGNITUDE: Decimal = Decimal::from_parts(0x5D63_8865, 0x0003_46DC, 0, false, 0);
 
 /// Characters Dataverse does not accept in alternate key values.
 pub const FORBIDDEN_KEY_CHARS: [char; 10] = ['/', '<', '>', '*', '%', '&', ':', '\\', '?', '+'];
@@ -48,6 +55,7 @@ impl AppValue {
             AppValue::Bool(_) => "bool",
             AppValue::Date(_) => "date",
             AppValue::DateTime(_) => "datetime",
+            AppValue::Decimal(_) => "decimal",
             AppValue::Choice(_) => "choice",
             AppValue::Reference(_) => "reference",
         }
@@ -61,6 +69,7 @@ impl FieldSpec {
         match value {
             AppValue::Text(text) if text.is_empty() => AppValue::Null,
             AppValue::DateTime(at) => AppValue::DateTime(at.trunc_subsecs(0)),
+            AppValue::Decimal(number) => AppValue::Decimal(number.normalize()),
             other => other.clone(),
         }
     }
@@ -108,6 +117,10 @@ impl FieldSpec {
             (FieldKind::DateTime, _) => return Err(wrong_type("datetime")),
             (FieldKind::Bool, AppValue::Bool(flag)) => Value::Bool(*flag),
             (FieldKind::Bool, _) => return Err(wrong_type("bool")),
+            (FieldKind::Decimal { scale }, AppValue::Decimal(number)) => {
+                Value::Number(self.decimal_json(*number, *scale)?)
+            }
+            (FieldKind::Decimal { .. }, _) => return Err(wrong_type("decimal")),
             (FieldKind::Choice { options }, AppValue::Choice(symbol)) => match options.get(symbol) {
                 Some(option) => Value::from(*option),
                 None => {
@@ -154,6 +167,17 @@ impl FieldSpec {
                 .map(|at| AppValue::DateTime(at.with_timezone(&Utc)))
                 .ok_or_else(|| malformed("date and time (RFC 3339)"))?,
             FieldKind::Bool => json.as_bool().map(AppValue::Bool).ok_or_else(|| malformed("yes/no"))?,
+            // The number's exact digits (serde_json keeps them), never an f64.
+            FieldKind::Decimal { .. } => match json {
+                Value::Number(number) => {
+                    let text = number.to_string();
+                    Decimal::from_str_exact(&text)
+                        .or_else(|_| Decimal::from_scientific(&text))
+                        .map(AppValue::Decimal)
+                        .map_err(|_| malformed("decimal number"))?
+                }
+                _ => return Err(malformed("decimal number")),
+            },
             FieldKind::Choice { options } => {
                 let option = json.as_i64().ok_or_else(|| malformed("option value"))?;
                 let symbol = options
@@ -174,6 +198,37 @@ impl FieldSpec {
                 .ok_or_else(|| malformed("row id (GUID)"))?,
         };
         Ok(self.normalise(&value))
+    }
+}
+
+impl FieldSpec {
+    /// The JSON number for a decimal value: its exact digits at the column's scale (`12.5` at scale 2 is `12.50`).
+    /// A value with more digits after the point than the column keeps, or beyond Dataverse's range, is refused.
+    fn decimal_json(&self, number: Decimal, scale: u32) -> Result<serde_json::Number, ValueError> {
+        let normal = number.normalize();
+        if normal.scale() > scale {
+            return Err(ValueError::TooPrecise {
+                field: self.field.clone(),
+                column: self.column.clone(),
+                scale,
+            });
+        }
+        if normal.abs() > MAX_DECIMAL_MAGNITUDE {
+            return Err(ValueError::OutOfRange {
+                field: self.field.clone(),
+                column: self.column.clone(),
+            });
+        }
+        let mut exact = normal;
+        exact.rescale(scale);
+        // With serde_json's `arbitrary_precision` a number is kept as the digits it was made from.
+        exact
+            .to_string()
+            .parse::<serde_json::Number>()
+            .map_err(|_| ValueError::OutOfRange {
+                field: self.field.clone(),
+                column: self.column.clone(),
+            })
     }
 }
 

@@ -26,5 +26,7 @@ pub use error::{Error, Result};
 pub use notify::Message;
 pub use plan::{Plan, PlanItem};
 pub use reconcile::{Difference, ReconcileReport};
-pub use record::{CertificationView, KNOWN_FIELDS, certification_view, changed_at, local_today};
+pub use record::{
+    CertificationView, KNOWN_FIELDS, SYNC_STAMP, app_record, certification_view, changed_at, local_today,
+};
 pub use service::{CertificationStatus, NOTE_AADSTS, NOTE_PULL_COMPLETED, RunReport, SyncService};

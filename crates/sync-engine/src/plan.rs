@@ -68,6 +68,7 @@ pub(crate) fn show(value: &AppValue) -> String {
         AppValue::Bool(b) => if *b { "yes" } else { "no" }.to_owned(),
         AppValue::Date(d) => d.to_string(),
         AppValue::DateTime(t) => t.to_rfc3339(),
+        AppValue::Decimal(n) => n.to_string(),
         AppValue::Reference(id) => id.to_string(),
     }
 }

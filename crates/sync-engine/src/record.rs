@@ -26,7 +26,7 @@ pub const KNOWN_FIELDS: [&str; 13] = [
 ];
 
 /// The field stamped with the time of each write to Dynamics. It never causes a write by itself.
-pub(crate) const SYNC_STAMP: &str = "app_synced_on";
+pub const SYNC_STAMP: &str = "app_synced_on";
 
 /// Fields whose failure to sync notifies the mentor's coordinator.
 pub(crate) const CERTIFICATION_FIELDS: [&str; 3] =
@@ -110,8 +110,10 @@ fn choice(value: Option<&String>) -> AppValue {
     value.map_or(AppValue::Null, |v| AppValue::Choice(v.clone()))
 }
 
-/// The app's side of a mentor in mapping terms. `app_synced_on` is taken from the shadow, so it never differs.
-pub(crate) fn app_record(
+/// The app's side of a mentor in mapping terms, with the certification fields as of `today` (the organisation's
+/// local date). `app_synced_on` is taken from `shadow`, so it never differs. The CSV fallback exports these values,
+/// so the file and the API path always agree on a mentor's status.
+pub fn app_record(
     mapping: &RecordMapping,
     snapshot: &MentorSnapshot,
     today: NaiveDate,

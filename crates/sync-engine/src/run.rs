@@ -243,8 +243,11 @@ impl<'s> Run<'s> {
             }
         }
         for state in [FailureState::Retrying, FailureState::Dead, FailureState::Dismissed] {
+            // The queue also holds other record kinds (postings of the accounting export); only mentors are ours.
             for failure in self.svc.store.failures(self.org(), state).await? {
-                self.failing.insert(failure.record_key);
+                if failure.record_kind == MENTOR {
+                    self.failing.insert(failure.record_key);
+                }
             }
         }
         for conflict in self.svc.store.pending_conflicts(self.org()).await? {
@@ -718,7 +721,7 @@ impl<'s> Run<'s> {
             .failures(self.org(), FailureState::Retrying)
             .await?
             .into_iter()
-            .filter(|f| f.direction == Direction::Push)
+            .filter(|f| f.direction == Direction::Push && f.record_kind == MENTOR)
             .map(|f| f.record_key)
             .collect();
         ids.extend(self.resolutions.keys().map(|(app_id, _)| app_id.clone()));

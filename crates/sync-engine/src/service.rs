@@ -246,7 +246,7 @@ impl SyncService {
         let entry: Option<CacheEntry> = self.store.cache_entry(&self.organisation.id, mentor_id).await?;
         let now = self.clock.now();
         Ok(entry.map(|e| CertificationStatus {
-            stale: (now - e.as_of).to_std().unwrap_or_default() > self.stale_after,
+            stale: e.staleness(now, self.stale_after).stale,
             status: e.status,
             expires_on: e.expires_on,
             show_on_public_site: e.show_on_public_site,

@@ -13,6 +13,7 @@ mod error;
 mod lock;
 mod model;
 mod monitor;
+mod posting;
 mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -24,3 +25,4 @@ pub use error::{Error, Result};
 pub use lock::RunLock;
 pub use model::*;
 pub use monitor::{CacheSummary, LastSuccess};
+pub use posting::PostingStore;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use field_mapping::AppRecord;
+use field_mapping::{AppRecord, Decimal};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -434,4 +434,56 @@ pub struct CacheEntry {
     pub show_on_public_site: bool,
     /// When this was last confirmed in sync with Dynamics.
     pub as_of: DateTime<Utc>,
+}
+
+/// How old a cached value is, and whether it is older than the configured limit (`cache.stale_after_hours`). The one
+/// definition of staleness: the certification reads, the dashboard and the health monitor all use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Staleness {
+    /// When the value was last confirmed in sync with Dynamics.
+    pub as_of: DateTime<Utc>,
+    /// How long ago that was (zero when `as_of` is ahead of the clock).
+    pub age: std::time::Duration,
+    /// Whether `age` is greater than the limit. A value exactly as old as the limit is still fresh.
+    pub stale: bool,
+}
+
+impl Staleness {
+    /// The staleness at `now` of a value confirmed at `as_of`, against the limit `stale_after`.
+    pub fn new(as_of: DateTime<Utc>, now: DateTime<Utc>, stale_after: std::time::Duration) -> Self {
+        let age = (now - as_of).to_std().unwrap_or_default();
+        Staleness {
+            as_of,
+            age,
+            stale: age > stale_after,
+        }
+    }
+}
+
+impl CacheEntry {
+    /// How stale this entry is at `now`, against the limit `stale_after`.
+    pub fn staleness(&self, now: DateTime<Utc>, stale_after: std::time::Duration) -> Staleness {
+        Staleness::new(self.as_of, now, stale_after)
+    }
+}
+
+/// An approved honorarium or expense reimbursement recorded in the app, for the accounting export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posting {
+    /// The app's id: the alternate key of the Dynamics posting, so a re-export updates rather than duplicates.
+    pub id: String,
+    /// The mentor paid.
+    pub mentor_id: String,
+    /// The mentor's member number (read with the posting; not stored on it).
+    pub member_number: Option<String>,
+    /// The amount, an exact decimal (never floating point).
+    pub amount: Decimal,
+    /// The ledger account.
+    pub account: String,
+    /// What the posting is for.
+    pub description: Option<String>,
+    /// When it was approved; only approved postings are exported.
+    pub approved_at: Option<DateTime<Utc>>,
+    /// When Dynamics confirmed the export.
+    pub exported_at: Option<DateTime<Utc>>,
 }

@@ -245,3 +245,105 @@ fn daemon_exits_cleanly_on_sigterm() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// `export-csv` as staff run it while the API path is down: the files for the Import Data wizard, and an errors
+/// file naming the mentor that cannot be imported.
+#[tokio::test(flavor = "multi_thread")]
+async fn export_csv_writes_the_import_files_and_the_errors_file() {
+    use chrono::{Duration, Utc};
+    use sync_store::{Certification, Mentor, Store};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("sync.db").display());
+    let config = dir.path().join("sync.toml");
+    std::fs::write(
+        &config,
+        format!("mapping = \"builtin:hlf-default\"\n[store]\nurl = \"{db}\"\n[[organisations]]\nid = \"hlf\"\nname = \"HLF\"\n"),
+    )
+    .unwrap();
+    let store = Store::connect(&db).await.unwrap();
+    store.upsert_organisation("hlf", "HLF").await.unwrap();
+    let now = Utc::now();
+    for (id, member) in [("m1", "1001"), ("m2", "10/02")] {
+        store
+            .upsert_mentor(&Mentor {
+                id: id.into(),
+                organisation_id: "hlf".into(),
+                member_number: Some(member.into()),
+                given_name: Some("Kari".into()),
+                family_name: Some("N".into()),
+                email: None,
+                phone: None,
+                coordinator_email: None,
+                dynamics_contact_id: None,
+                updated_at: now,
+            })
+            .await
+            .unwrap();
+        store
+            .upsert_certification(&Certification {
+                id: format!("c-{id}"),
+                mentor_id: id.into(),
+                kind: "likeperson".into(),
+                issued_on: now.date_naive() - Duration::days(10),
+                expires_on: now.date_naive() + Duration::days(300),
+                revoked_at: None,
+                updated_at: now,
+            })
+            .await
+            .unwrap();
+    }
+    store.close().await;
+
+    let out = dir.path().join("export");
+    let secret = "csv-test-secret-value";
+    let args = vec![
+        "--config".to_owned(),
+        config.display().to_string(),
+        "export-csv".into(),
+        "--org".into(),
+        "hlf".into(),
+        "--out".into(),
+        out.display().to_string(),
+    ];
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_sync-worker"))
+            .args(args)
+            .env("DYNAMICS_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47")
+            .env("DYNAMICS_CLIENT_ID", "0b6f3c1e-9a63-4c62-8b1e-2f6f1c9b7d11")
+            .env("DYNAMICS_CLIENT_SECRET", secret)
+            .env("DYNAMICS_INSTANCE_URL", "https://hlf.crm4.dynamics.com")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    assert!(printed.contains("1 mentors to import"), "{printed}");
+    assert!(printed.contains("1 mentors cannot be imported"), "{printed}");
+    let mut files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        files[0].starts_with("hlf-mentors-full-") && files[0].ends_with("-1.csv"),
+        "{files:?}"
+    );
+    assert!(files[1].ends_with("-errors.csv"), "{files:?}");
+    let import = std::fs::read_to_string(out.join(&files[0])).unwrap();
+    assert!(
+        import.starts_with(
+            "\u{feff}Medlemsnummer,Likepersonstatus,Sertifisering utløper,Vis på nettsiden\r\n1001,active,"
+        ),
+        "{import}"
+    );
+    let errors = std::fs::read_to_string(out.join(&files[1])).unwrap();
+    assert!(errors.contains("m2,10/02,member_number,alternate key"), "{errors}");
+    for text in [&printed, &import, &errors] {
+        assert!(!text.contains(secret), "the secret must never be written");
+    }
+}

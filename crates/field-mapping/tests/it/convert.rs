@@ -284,3 +284,60 @@ fn alternate_key_values_are_checked_for_forbidden_characters() {
     }
     check_key(AppValue::Null, Err("the record has no value for field `member_number`"));
 }
+
+#[test]
+fn decimal_amounts_keep_their_exact_digits_both_ways() {
+    let posting = super::posting();
+    let amount = |text: &str| AppValue::Decimal(text.parse().unwrap());
+    let wire: Value = serde_json::from_str("1250.50").unwrap();
+    check(&posting, "amount", amount("1250.5"), "hlf_amount", wire);
+    // Written at the column's scale, digit for digit: no floating-point rounding even past f64's 15-16 digits.
+    for (value, wire) in [
+        ("1250.5", "1250.50"),
+        ("0.1", "0.10"),
+        ("-75", "-75.00"),
+        ("922337203685477", "922337203685477.00"),
+        ("123456789012345.67", "123456789012345.67"),
+    ] {
+        let (_, json) = posting.field("amount").unwrap().to_dataverse(&amount(value)).unwrap();
+        assert_eq!(json.to_string(), wire, "{value}");
+    }
+    let mut row = Row::new();
+    row.insert("hlf_amount".into(), serde_json::from_str("123456789012345.67").unwrap());
+    assert_eq!(
+        posting.field("amount").unwrap().from_dataverse(&row).unwrap(),
+        amount("123456789012345.67")
+    );
+}
+
+#[test]
+fn decimal_amounts_that_do_not_fit_are_refused_not_rounded() {
+    let posting = super::posting();
+    let amount = |text: &str| AppValue::Decimal(text.parse().unwrap());
+    check_err(
+        &posting,
+        "amount",
+        amount("10.005"),
+        "field `amount` has more than 2 digits after the decimal point, which column `hlf_amount` cannot keep; correct the amount in the app",
+    );
+    check_err(
+        &posting,
+        "amount",
+        amount("922337203685478"),
+        "field `amount` is beyond the range column `hlf_amount` stores (±922,337,203,685,477); correct the amount in the app",
+    );
+    check_err(
+        &posting,
+        "amount",
+        AppValue::Text("12.50".into()),
+        "field `amount` expects a decimal value, got text",
+    );
+    // Trailing zeros are not extra precision.
+    assert!(
+        posting
+            .field("amount")
+            .unwrap()
+            .to_dataverse(&amount("10.5000"))
+            .is_ok()
+    );
+}

@@ -120,7 +120,7 @@ display_name = ""
           - records.mentor.fields[1].max_length: not used by type "choice"; remove it
           - records.mentor.fields[1].options.expired: option value 1 is also used by `active`; each app value needs its own option
           - records.mentor.fields[2].display_name: missing; set the column's display name as Dynamics shows it (the CSV export uses it)
-          - records.mentor.fields[2].type: `text` is not a type; use one of "string", "date", "datetime", "bool", "choice", "lookup"
+          - records.mentor.fields[2].type: `text` is not a type; use one of "string", "date", "datetime", "bool", "decimal", "choice", "lookup"
           - records.mentor.alternate_key: `nope` is not one of this record's fields; map it under [[records.mentor.fields]]"#]]
     .assert_eq(&error.to_string());
 }
@@ -179,4 +179,46 @@ fn alternate_key_must_be_a_string_field() {
         message.contains("field `paid_until` must be of type \"string\" to serve as the alternate key"),
         "{message}"
     );
+}
+
+#[test]
+fn decimal_fields_need_a_scale_in_range() {
+    let error = FieldMapping::from_toml(
+        r#"
+version = 1
+[records.posting]
+table = "hlf_posting"
+entity_set = "hlf_postings"
+primary_id = "hlf_postingid"
+alternate_key = "id"
+[[records.posting.fields]]
+field = "id"
+column = "hlf_postingnumber"
+owner = "app"
+type = "string"
+max_length = 40
+display_name = "Nummer"
+[[records.posting.fields]]
+field = "amount"
+column = "hlf_amount"
+owner = "app"
+type = "decimal"
+display_name = "Beløp"
+[[records.posting.fields]]
+field = "rate"
+column = "hlf_rate"
+owner = "app"
+type = "decimal"
+scale = 11
+max_length = 3
+display_name = "Sats"
+"#,
+    )
+    .unwrap_err();
+    expect![[r#"
+        the mapping file has 3 problem(s):
+          - records.posting.fields[1].scale: missing; decimal fields need the column's precision (digits after the decimal point, e.g. 2 for money) so values are never rounded
+          - records.posting.fields[2].max_length: not used by type "decimal"; remove it
+          - records.posting.fields[2].scale: 11 is out of range; use the column's precision, the digits after the decimal point (0 to 10)"#]]
+    .assert_eq(&error.to_string());
 }

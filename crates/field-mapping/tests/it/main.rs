@@ -19,6 +19,15 @@ fn mentor() -> RecordMapping {
         .clone()
 }
 
+/// The default HLF mapping's `posting` record.
+fn posting() -> RecordMapping {
+    FieldMapping::from_toml(HLF_DEFAULT_MAPPING)
+        .expect("default mapping loads")
+        .record("posting")
+        .expect("posting record")
+        .clone()
+}
+
 /// A one-record mapping with the given field entries, for transform tests.
 fn mapping_with(fields: &str) -> RecordMapping {
     let text = format!(

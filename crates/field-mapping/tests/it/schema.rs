@@ -15,6 +15,7 @@ fn live_contact(mentor: &RecordMapping) -> TableMetadata {
             FieldKind::Date => (ColumnKind::DateOnly, None, None),
             FieldKind::DateTime => (ColumnKind::DateTime, None, None),
             FieldKind::Bool => (ColumnKind::Boolean, None, None),
+            FieldKind::Decimal { .. } => (ColumnKind::Other("Money".into()), None, None),
             FieldKind::Choice { options } => (
                 ColumnKind::Picklist,
                 None,
@@ -89,4 +90,20 @@ fn state_and_status_columns_accept_choice_fields() {
     let mut table = live_contact(&mentor);
     table.columns.get_mut("statecode").unwrap().kind = ColumnKind::State;
     assert_eq!(mentor.check_schema(&table), []);
+}
+
+#[test]
+fn a_decimal_field_accepts_money_and_decimal_columns_only() {
+    let posting = super::posting();
+    let mut table = live_contact(&posting);
+    table.logical_name = "hlf_posting".into();
+    assert_eq!(posting.check_schema(&table), vec![]);
+    table.columns.get_mut("hlf_amount").unwrap().kind = ColumnKind::Other("Decimal".into());
+    assert_eq!(posting.check_schema(&table), vec![]);
+    table.columns.get_mut("hlf_amount").unwrap().kind = ColumnKind::Other("Double".into());
+    let drift: Vec<String> = posting.check_schema(&table).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        drift,
+        ["column `hlf_amount` (field `amount`) is of type Double but the mapping declares \"decimal\""]
+    );
 }

@@ -6,6 +6,7 @@
 
 mod app;
 mod lock;
+mod postings;
 mod state;
 
 use std::future::Future;
