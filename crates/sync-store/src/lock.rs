@@ -70,6 +70,9 @@ impl Store {
                 .execute(&self.pool)
                 .await
                 .doing("taking the run lock")?;
+                if result.rows_affected() == 0 && self.reclaim_dead_lease(organisation_id).await? {
+                    return Box::pin(self.try_lock(organisation_id, holder, lease, now)).await;
+                }
                 Ok((result.rows_affected() == 1).then(|| RunLock {
                     store: self.clone(),
                     organisation_id: organisation_id.to_owned(),
@@ -78,6 +81,28 @@ impl Store {
                 }))
             }
         }
+    }
+
+    /// Frees a SQLite lease whose holder was a process on this machine that no longer exists (a worker killed by
+    /// SIGKILL or the OOM killer cannot release it): the next run need not wait for the lease to lapse. Holders are
+    /// named `host:pid:...`; a holder on another machine, or one this cannot parse, is left to its lease.
+    async fn reclaim_dead_lease(&self, organisation_id: &str) -> Result<bool> {
+        let Some(holder) = self.lock_holder(organisation_id).await? else {
+            return Ok(false);
+        };
+        if !holder_is_dead_here(&holder) {
+            return Ok(false);
+        }
+        let freed = sqlx::query("DELETE FROM run_lock WHERE organisation_id = $1 AND holder = $2")
+            .bind(organisation_id)
+            .bind(&holder)
+            .execute(&self.pool)
+            .await
+            .doing("freeing the lease of a dead worker")?;
+        if freed.rows_affected() == 1 {
+            tracing::warn!(org = %organisation_id, holder = %holder, "freed the run lock of a worker that died");
+        }
+        Ok(freed.rows_affected() == 1)
     }
 
     /// Who holds the SQLite lease of an organisation, for the "another run is in progress" message. PostgreSQL
@@ -153,4 +178,21 @@ fn lock_key(organisation_id: &str) -> i64 {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// Whether `holder` (`host:pid:...`) names a process of this machine that has exited. Only Linux can tell (by
+/// `/proc`); elsewhere a lease always runs its course.
+fn holder_is_dead_here(holder: &str) -> bool {
+    let mut parts = holder.split(':');
+    let (Some(host), Some(pid)) = (parts.next(), parts.next().and_then(|p| p.parse::<u32>().ok())) else {
+        return false;
+    };
+    let here = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    cfg!(target_os = "linux")
+        && !here.is_empty()
+        && host == here
+        && pid != std::process::id()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }

@@ -1,7 +1,9 @@
 //! The worker binary as an operator runs it.
 
 // Test helpers may unwrap and panic: that is how they report a failure.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+
+mod soak;
 
 mod serve;
 

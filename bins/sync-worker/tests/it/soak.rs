@@ -1,0 +1,476 @@
+//! The fault soak: many `sync-worker run` processes against the emulator with random faults (429 storms with
+//! Retry-After, 500/502/503, timeouts, connection resets, token-endpoint failures, 412 races, expired delta tokens,
+//! lost database connections) and the worker killed with SIGKILL at random points, while both sides keep editing.
+//! After fault-free runs: no edit lost on either side, no duplicate contact, divergence zero, nothing left failing.
+//!
+//! `SOAK_RUNS` (default 60, the CI form; `SOAK_RUNS=300` for the long form) and `SOAK_SEED` (default 2026) choose
+//! the length and the random sequence. With `TEST_DATABASE_URL` set the store is PostgreSQL behind a proxy the soak
+//! cuts at random; otherwise SQLite. The counts are printed at the end.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{NaiveDate, Utc};
+use dataverse_sim::{DEFAULT_CLIENT_SECRET, Simulator};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde_json::json;
+use sync_engine::{certification_view, local_today};
+use sync_store::testing::TestDatabase;
+use sync_store::{AppStore, Certification, FailureState, Mentor, RunKind, RunStatus, Store};
+use tokio::net::{TcpListener, TcpStream};
+
+const MENTORS: usize = 40;
+const OTHER_CONTACTS: usize = 20;
+
+/// A TCP proxy to PostgreSQL whose connections can all be cut at once, as a network blip or a database restart
+/// would.
+struct Proxy {
+    port: u16,
+    generation: tokio::sync::watch::Sender<u64>,
+    cuts: AtomicU64,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Arc<Proxy> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let proxy = Arc::new(Proxy {
+            port: listener.local_addr().unwrap().port(),
+            generation,
+            cuts: AtomicU64::new(0),
+        });
+        let accepting = proxy.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut cut = accepting.generation.subscribe();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        proxy
+    }
+
+    fn cut(&self) {
+        self.cuts.fetch_add(1, Ordering::Relaxed);
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+/// What the soak did, for the report.
+#[derive(Debug, Default)]
+struct Counts {
+    runs: u32,
+    exit_ok: u32,
+    exit_failed: u32,
+    killed: u32,
+    app_edits: u32,
+    dynamics_edits: u32,
+    storms: u32,
+    error_rates: u32,
+    timeouts: u32,
+    resets: u32,
+    token_failures: u32,
+    races: u32,
+    delta_expiries: u32,
+}
+
+fn runs() -> u32 {
+    std::env::var("SOAK_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60)
+}
+
+fn seed() -> u64 {
+    std::env::var("SOAK_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2026)
+}
+
+fn mentor_id(i: usize) -> String {
+    format!("soak-{i}")
+}
+
+fn member(i: usize) -> String {
+    (600_000 + i).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_soak_loses_nothing_and_converges() {
+    for db in TestDatabase::all().await.unwrap() {
+        soak(&db).await;
+        db.cleanup().await.unwrap();
+    }
+}
+
+async fn soak(db: &TestDatabase) {
+    let seed = seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let sim = Simulator::builder().seed(seed).start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), sim.ca_certificate_pem().unwrap()).unwrap();
+
+    // PostgreSQL goes through the proxy the soak cuts; SQLite is a file.
+    let proxy = match db.store.backend() {
+        sync_store::Backend::Postgres => Some(Proxy::start("127.0.0.1:5432".to_owned()).await),
+        sync_store::Backend::Sqlite => None,
+    };
+    let worker_url = match &proxy {
+        Some(proxy) => {
+            let mut url = url::Url::parse(&db.url).unwrap();
+            url.set_port(Some(proxy.port)).unwrap();
+            url.to_string()
+        }
+        None => db.url.clone(),
+    };
+    let config = dir.path().join("sync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "mapping = \"builtin:hlf-default\"\n[retry]\nmax_attempts = 4\ninitial_backoff_ms = 20\n\
+             max_backoff_seconds = 1\ntotal_budget_seconds = 6\nrequest_timeout_seconds = 2\n\
+             record_max_attempts = 1000\n[store]\nurl = \"{worker_url}\"\n[[organisations]]\nid = \"hlf\"\n\
+             name = \"HLF\"\nauthority_host = \"{}\"\nca_certificate_file = \"ca.pem\"\n",
+            sim.authority_url()
+        ),
+    )
+    .unwrap();
+
+    // Both sides: mentors with contacts, and contacts that are not mentors.
+    let store = db.store.clone();
+    store.upsert_organisation("hlf", "HLF").await.unwrap();
+    let now = Utc::now();
+    let today = now.date_naive();
+    let mut contacts = Vec::new();
+    for i in 0..MENTORS {
+        store
+            .upsert_mentor(&Mentor {
+                id: mentor_id(i),
+                organisation_id: "hlf".into(),
+                member_number: Some(member(i)),
+                given_name: Some("Start".into()),
+                family_name: Some(format!("Mentor {i}")),
+                email: None,
+                phone: None,
+                coordinator_email: Some("koordinator@hlf.example".into()),
+                dynamics_contact_id: None,
+                updated_at: now - chrono::Duration::days(1),
+            })
+            .await
+            .unwrap();
+        store
+            .upsert_certification(&certification(i, today + chrono::Duration::days(200), None, now))
+            .await
+            .unwrap();
+        let id = sim
+            .state()
+            .insert(
+                "contacts",
+                json!({"hlf_membernumber": member(i), "firstname": "Start", "lastname": format!("Mentor {i}")}),
+            )
+            .unwrap();
+        contacts.push(id);
+    }
+    for i in 0..OTHER_CONTACTS {
+        sim.state()
+            .insert(
+                "contacts",
+                json!({"hlf_membernumber": (700_000 + i).to_string(), "lastname": "Medlem"}),
+            )
+            .unwrap();
+    }
+    let contact_rows = sim.state().rows("contacts").len();
+
+    // The last value each side's own users wrote.
+    let mut app_written: BTreeMap<usize, Certification> = BTreeMap::new();
+    let mut dynamics_written: BTreeMap<usize, String> = BTreeMap::new();
+    let mut counts = Counts::default();
+    let started = Instant::now();
+    for run in 0..runs() {
+        // Edits on both sides since the last run.
+        for _ in 0..rng.random_range(0..4) {
+            let i = rng.random_range(0..MENTORS);
+            let at = Utc::now();
+            let c = match rng.random_range(0..3) {
+                0 => certification(i, today + chrono::Duration::days(rng.random_range(30..700)), None, at),
+                1 => certification(i, today + chrono::Duration::days(100), Some(at), at),
+                _ => certification(i, today - chrono::Duration::days(rng.random_range(1..100)), None, at),
+            };
+            store.upsert_certification(&c).await.unwrap();
+            app_written.insert(i, c);
+            counts.app_edits += 1;
+        }
+        for _ in 0..rng.random_range(0..4) {
+            let i = rng.random_range(0..MENTORS);
+            let name = format!("Navn{run}x{i}");
+            sim.state()
+                .update("contacts", contacts[i], json!({ "firstname": name }))
+                .unwrap();
+            dynamics_written.insert(i, name);
+            counts.dynamics_edits += 1;
+        }
+
+        // Faults for this run.
+        let faults = sim.faults();
+        faults.clear();
+        if rng.random_bool(0.15) {
+            faults.throttle_for(
+                Duration::from_millis(rng.random_range(100..1500)),
+                Duration::from_secs(1),
+            );
+            counts.storms += 1;
+        }
+        if rng.random_bool(0.25) {
+            let status = [500, 502, 503][rng.random_range(0..3)];
+            faults.set_error_rate(status, 0.15).unwrap();
+            counts.error_rates += 1;
+        }
+        if rng.random_bool(0.1) {
+            faults.set_hang_duration(Duration::from_secs(3));
+            faults.timeout_next(1);
+            counts.timeouts += 1;
+        }
+        if rng.random_bool(0.15) {
+            faults.set_reset_rate(0.1);
+            counts.resets += 1;
+        }
+        if rng.random_bool(0.1) {
+            // The first request of a run is the token request.
+            faults.fail_next(rng.random_range(1..4), 503);
+            counts.token_failures += 1;
+        }
+        if rng.random_bool(0.2) {
+            faults.race_next_update("contacts", None);
+            counts.races += 1;
+        }
+        if rng.random_bool(0.05) {
+            faults.expire_delta_tokens();
+            counts.delta_expiries += 1;
+        }
+        let kill_after = rng
+            .random_bool(0.25)
+            .then(|| Duration::from_millis(rng.random_range(10..600)));
+        let cut_after = proxy
+            .as_ref()
+            .filter(|_| rng.random_bool(0.15))
+            .map(|p| (p.clone(), Duration::from_millis(rng.random_range(0..400))));
+        if let Some((proxy, after)) = cut_after {
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                proxy.cut();
+            });
+        }
+
+        let outcome = worker(&config, &sim.worker_environment("DYNAMICS"), &["run"], kill_after).await;
+        counts.runs += 1;
+        match outcome {
+            Outcome::Killed => counts.killed += 1,
+            Outcome::Exited(0, _) => counts.exit_ok += 1,
+            Outcome::Exited(1, _) => counts.exit_failed += 1,
+            Outcome::Exited(code, output) => panic!("run {run}: unexpected exit {code}:\n{output}"),
+        }
+    }
+    let soak_secs = started.elapsed().as_secs_f64();
+
+    // Fault-free runs until one completes with nothing left to retry.
+    sim.faults().clear();
+    let mut settled = false;
+    for _ in 0..4 {
+        let Outcome::Exited(code, output) = worker(&config, &sim.worker_environment("DYNAMICS"), &["run"], None).await
+        else {
+            unreachable!()
+        };
+        assert!(
+            !output.contains(DEFAULT_CLIENT_SECRET),
+            "the secret leaked into the output"
+        );
+        assert_eq!(code, 0, "{output}");
+        if output.contains("organisation hlf: succeeded") {
+            settled = true;
+            break;
+        }
+    }
+    assert!(settled, "fault-free runs did not settle");
+
+    // Divergence zero: every linked record agrees field by field.
+    let Outcome::Exited(code, output) =
+        worker(&config, &sim.worker_environment("DYNAMICS"), &["reconcile"], None).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        output.contains(&format!("{MENTORS} linked records compared, 0 differ")),
+        "{output}"
+    );
+
+    // No lost edit: each side kept what its users wrote last, and the other side shows it.
+    let check_store = Store::connect(&db.url).await.unwrap();
+    let today = local_today(Utc::now(), chrono_tz::Europe::Oslo);
+    for (i, contact) in contacts.iter().enumerate() {
+        let snapshot = check_store.mentors("hlf", &[mentor_id(i)]).await.unwrap().remove(0);
+        if let Some(written) = app_written.get(&i) {
+            assert_eq!(&snapshot.certifications[0], written, "app edit of mentor {i} lost");
+        }
+        let row = sim.state().row("contacts", *contact).unwrap();
+        let shown = certification_view(&snapshot.certifications, today).status == "active";
+        assert_eq!(
+            row["hlf_showonpublicsite"],
+            json!(shown),
+            "mentor {i}: Dynamics shows {row}"
+        );
+        if let Some(name) = dynamics_written.get(&i) {
+            assert_eq!(
+                row["firstname"],
+                json!(name),
+                "Dynamics edit of contact {i} overwritten"
+            );
+            assert_eq!(
+                snapshot.mentor.given_name.as_deref(),
+                Some(name.as_str()),
+                "Dynamics edit {i} not pulled"
+            );
+        }
+    }
+
+    // No duplicate contact: the same rows, each member number once.
+    let rows = sim.state().rows("contacts");
+    assert_eq!(rows.len(), contact_rows, "the sync never creates contacts");
+    let mut numbers: Vec<&str> = rows.iter().filter_map(|r| r["hlf_membernumber"].as_str()).collect();
+    let total = numbers.len();
+    numbers.sort_unstable();
+    numbers.dedup();
+    assert_eq!(numbers.len(), total, "duplicate member numbers in Dynamics");
+
+    // Every failure visible, nothing left failing: the run log holds every run that got as far as starting, and
+    // the failed-record queue is empty after the fault-free runs.
+    let log = check_store.recent_runs("hlf", 10_000).await.unwrap();
+    let logged: Vec<_> = log.iter().filter(|r| r.kind == RunKind::Sync).collect();
+    let failed_logged = logged.iter().filter(|r| r.status == RunStatus::Failed).count();
+    let interrupted = logged.iter().filter(|r| r.status == RunStatus::Running).count();
+    for state in [FailureState::Retrying, FailureState::Dead] {
+        let left = check_store.failures("hlf", state).await.unwrap();
+        assert!(
+            left.is_empty(),
+            "{state:?} records left after fault-free runs: {left:?}"
+        );
+    }
+    check_store.close().await;
+    let stats = sim.stats();
+    println!(
+        "fault soak on {} (seed {seed}): {} runs in {soak_secs:.0} s: {} exited 0, {} exited 1 (run failed), {} killed \
+         with SIGKILL; run log: {} sync runs, {} failed, {} interrupted (killed mid-run); edits: {} in the app, {} in \
+         Dynamics; faults: {} 429 storms, {} error-rate runs, {} timeouts, {} reset-rate runs, {} token-endpoint \
+         failures, {} 412 races, {} delta-token expiries, {} database cuts; emulator: {} requests, {} throttled, {} \
+         faults injected. After fault-free runs: 0 lost edits, 0 duplicate contacts, divergence 0, 0 failed records.",
+        db.name,
+        counts.runs,
+        counts.exit_ok,
+        counts.exit_failed,
+        counts.killed,
+        logged.len(),
+        failed_logged,
+        interrupted,
+        counts.app_edits,
+        counts.dynamics_edits,
+        counts.storms,
+        counts.error_rates,
+        counts.timeouts,
+        counts.resets,
+        counts.token_failures,
+        counts.races,
+        counts.delta_expiries,
+        proxy.as_ref().map_or(0, |p| p.cuts.load(Ordering::Relaxed)),
+        stats.requests,
+        stats.throttled,
+        stats.faults_injected,
+    );
+    sim.shutdown().await;
+}
+
+fn certification(
+    i: usize,
+    expires_on: NaiveDate,
+    revoked_at: Option<chrono::DateTime<Utc>>,
+    at: chrono::DateTime<Utc>,
+) -> Certification {
+    Certification {
+        id: format!("c-{}", mentor_id(i)),
+        mentor_id: mentor_id(i),
+        kind: "likeperson".into(),
+        issued_on: NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+        expires_on,
+        // Whole milliseconds: what the store keeps.
+        revoked_at: revoked_at.map(millis),
+        updated_at: millis(at),
+    }
+}
+
+fn millis(at: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
+    chrono::DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap()
+}
+
+enum Outcome {
+    Exited(i32, String),
+    Killed,
+}
+
+/// Runs the worker; with `kill_after`, SIGKILLs it then (if it is still running).
+async fn worker(
+    config: &std::path::Path,
+    env: &BTreeMap<String, String>,
+    args: &[&str],
+    kill_after: Option<Duration>,
+) -> Outcome {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sync-worker"));
+    command
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .envs(env)
+        .env_remove("RUST_LOG")
+        .env_remove("SYNC_DATABASE_URL")
+        // Files, not pipes: a chatty run cannot block on a full pipe while nobody reads it.
+        .stdout(append(log.path()))
+        .stderr(append(log.path()));
+    tokio::task::spawn_blocking(move || {
+        let mut child = command.spawn().unwrap();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+                return Outcome::Exited(status.code().unwrap_or(-1), text);
+            }
+            if kill_after.is_some_and(|after| started.elapsed() >= after) {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                return Outcome::Killed;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "a run hung for two minutes"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+    .await
+    .unwrap()
+}
+
+fn append(path: &std::path::Path) -> std::fs::File {
+    std::fs::OpenOptions::new().append(true).open(path).unwrap()
+}
