@@ -6,6 +6,7 @@
 
 mod conflicts;
 mod faults;
+mod merge;
 mod regressions;
 mod scoping;
 mod sync;
