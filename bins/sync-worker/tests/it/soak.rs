@@ -84,6 +84,7 @@ struct Counts {
     token_failures: u32,
     races: u32,
     delta_expiries: u32,
+    log_bytes: u64,
 }
 
 fn runs() -> u32 {
@@ -274,13 +275,24 @@ async fn soak(db: &TestDatabase) {
             });
         }
 
-        let outcome = worker(&config, &sim.worker_environment("DYNAMICS"), &["run"], kill_after).await;
+        // Every fifth run logs at debug level, so the secret check below also covers verbose logs.
+        let mut env = sim.worker_environment("DYNAMICS");
+        if run % 5 == 0 {
+            env.insert("RUST_LOG".into(), "debug".into());
+        }
+        let outcome = worker(&config, &env, &["run"], kill_after).await;
         counts.runs += 1;
         match outcome {
             Outcome::Killed => counts.killed += 1,
-            Outcome::Exited(0, _) => counts.exit_ok += 1,
-            Outcome::Exited(1, _) => counts.exit_failed += 1,
-            Outcome::Exited(code, output) => panic!("run {run}: unexpected exit {code}:\n{output}"),
+            Outcome::Exited(code, output) => {
+                assert_no_secret(&output, run);
+                counts.log_bytes += output.len() as u64;
+                match code {
+                    0 => counts.exit_ok += 1,
+                    1 => counts.exit_failed += 1,
+                    _ => panic!("run {run}: unexpected exit {code}:\n{output}"),
+                }
+            }
         }
     }
     let soak_secs = started.elapsed().as_secs_f64();
@@ -375,7 +387,8 @@ async fn soak(db: &TestDatabase) {
          with SIGKILL; run log: {} sync runs, {} failed, {} interrupted (killed mid-run); edits: {} in the app, {} in \
          Dynamics; faults: {} 429 storms, {} error-rate runs, {} timeouts, {} reset-rate runs, {} token-endpoint \
          failures, {} 412 races, {} delta-token expiries, {} database cuts; emulator: {} requests, {} throttled, {} \
-         faults injected. After fault-free runs: 0 lost edits, 0 duplicate contacts, divergence 0, 0 failed records.",
+         faults injected; {} bytes of output and logs (every fifth run at debug level) with no secret or token. After \
+         fault-free runs: 0 lost edits, 0 duplicate contacts, divergence 0, 0 failed records.",
         db.name,
         counts.runs,
         counts.exit_ok,
@@ -397,6 +410,7 @@ async fn soak(db: &TestDatabase) {
         stats.requests,
         stats.throttled,
         stats.faults_injected,
+        counts.log_bytes,
     );
     sim.shutdown().await;
 }
@@ -441,9 +455,9 @@ async fn worker(
         .arg("--config")
         .arg(config)
         .args(args)
-        .envs(env)
         .env_remove("RUST_LOG")
         .env_remove("SYNC_DATABASE_URL")
+        .envs(env)
         // Files, not pipes: a chatty run cannot block on a full pipe while nobody reads it.
         .stdout(append(log.path()))
         .stderr(append(log.path()));
@@ -469,6 +483,17 @@ async fn worker(
     })
     .await
     .unwrap()
+}
+
+/// Neither the client secret nor any bearer token (the emulator issues JWTs, which start `eyJ`) may appear in a
+/// run's output or logs.
+#[track_caller]
+fn assert_no_secret(output: &str, run: u32) {
+    assert!(
+        !output.contains(DEFAULT_CLIENT_SECRET),
+        "run {run}: the client secret leaked:\n{output}"
+    );
+    assert!(!output.contains("eyJ"), "run {run}: a bearer token leaked:\n{output}");
 }
 
 fn append(path: &std::path::Path) -> std::fs::File {
