@@ -179,7 +179,7 @@ pub(crate) async fn run(config: &IntegrationConfig, args: &OrgArgs) -> anyhow::R
     let services = services(config, args).await?;
     for service in &services {
         let org = service.organisation_id().to_owned();
-        match service.run().await {
+        match run_with_progress(service).await {
             Ok(report) => {
                 print!("{}", run_table(&format!("organisation {org}"), &report));
                 failed |= report.status == RunStatus::Failed;
@@ -278,7 +278,7 @@ pub(crate) async fn daemon(config: &IntegrationConfig, args: &OrgArgs) -> anyhow
             crate::monitor::deliver(config, &store).await;
         }
         for service in &services {
-            match service.run().await {
+            match run_with_progress(service).await {
                 Ok(report) => print!(
                     "{}",
                     run_table(&format!("organisation {}", service.organisation_id()), &report)
@@ -297,6 +297,16 @@ pub(crate) async fn daemon(config: &IntegrationConfig, args: &OrgArgs) -> anyhow
         }
         crate::monitor::after_runs(config, &organisation_ids(&services)).await;
     }
+}
+
+/// One run, with a progress line on a terminal.
+async fn run_with_progress(service: &SyncService) -> sync_engine::Result<sync_engine::RunReport> {
+    let (service, bar) = crate::progress::attach(service.clone());
+    let outcome = service.run().await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    outcome
 }
 
 /// How often the daemon delivers due notifications between runs.

@@ -7,6 +7,7 @@
 mod commands;
 mod demo;
 mod monitor;
+mod progress;
 mod summary;
 
 use std::collections::HashMap;
@@ -26,8 +27,22 @@ struct Cli {
     #[arg(long, global = true, env = CONFIG_PATH_ENV, value_name = "FILE")]
     config: Option<PathBuf>,
 
+    /// How logs on stderr are written: `text` for people (with a progress line on a terminal), `json` for a log
+    /// collector (one JSON object per line, no progress line). `RUST_LOG` sets the level.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
+}
+
+/// The format of the logs on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,12 +84,16 @@ enum ConfigAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own summary; only errors are logged unless RUST_LOG asks for more.
-    init_logging(match cli.command {
-        Command::Demo(_) => "error",
-        // A server's log is read afterwards: admin actions and startup are worth keeping.
-        Command::Serve => "info",
-        _ => "warn",
-    });
+    progress::enable(cli.log_format == LogFormat::Text);
+    init_logging(
+        cli.log_format,
+        match cli.command {
+            Command::Demo(_) => "error",
+            // A server's log is read afterwards: admin actions and startup are worth keeping.
+            Command::Serve => "info",
+            _ => "warn",
+        },
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -103,15 +122,17 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr; `RUST_LOG` filters them (`default` when unset, so command output stays readable).
-fn init_logging(default: &str) {
+fn init_logging(format: LogFormat, default: &str) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).try_init(),
+    };
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -29,4 +29,6 @@ pub use reconcile::{Difference, ReconcileReport};
 pub use record::{
     CertificationView, KNOWN_FIELDS, SYNC_STAMP, app_record, certification_view, changed_at, local_today,
 };
-pub use service::{CertificationStatus, NOTE_AADSTS, NOTE_PULL_COMPLETED, RunReport, SyncService};
+pub use service::{
+    CertificationStatus, NOTE_AADSTS, NOTE_PULL_COMPLETED, Progress, ProgressObserver, RunReport, SyncService,
+};

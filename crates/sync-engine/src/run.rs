@@ -24,7 +24,7 @@ use crate::plan::{Plan, PlanItem, show};
 use crate::record::{
     CERTIFICATION_FIELDS, SYNC_STAMP, app_record, changed_at, local_today, pull_update, shadow_expiry, shows_as_visible,
 };
-use crate::service::{MENTOR, NOTE_PULL_COMPLETED, SyncService};
+use crate::service::{MENTOR, NOTE_PULL_COMPLETED, Progress, SyncService};
 
 /// Whether a run changes anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -501,7 +501,19 @@ impl<'s> Run<'s> {
             }
             self.with_row(snapshot, link, &row, Direction::Pull).await?;
         }
+        self.report_progress();
         Ok(())
+    }
+
+    /// Tells the service's progress observer (a progress bar on a terminal) how far the run is.
+    fn report_progress(&self) {
+        if let Some(observe) = &self.svc.progress {
+            observe(&Progress {
+                organisation: self.org(),
+                pulled: self.metrics.pull.read,
+                pushed: self.metrics.push.written + self.metrics.push.failed,
+            });
+        }
     }
 
     /// Decides a record against a freshly read Dynamics row.
@@ -1269,6 +1281,7 @@ impl<'s> Run<'s> {
                 Err(e) => self.write_failed(&write, &e.to_string()).await?,
             }
         }
+        self.report_progress();
         Ok(())
     }
 

@@ -43,6 +43,21 @@ pub struct SyncService {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) holder: String,
     pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) progress: Option<ProgressObserver>,
+}
+
+/// Called after each page read and each batch written, for a progress display.
+pub type ProgressObserver = Arc<dyn Fn(&Progress<'_>) + Send + Sync>;
+
+/// How far a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress<'a> {
+    /// The organisation.
+    pub organisation: &'a str,
+    /// Rows read from Dynamics so far.
+    pub pulled: u64,
+    /// Records written to Dynamics (or failed) so far.
+    pub pushed: u64,
 }
 
 /// What a run did.
@@ -114,6 +129,7 @@ impl SyncService {
             clock,
             holder: format!("{}:{}", hostname(), std::process::id()),
             stop: Arc::new(AtomicBool::new(false)),
+            progress: None,
         })
     }
 
@@ -121,6 +137,13 @@ impl SyncService {
     /// that page covered, and ends with [`Error::Stopped`] (for a graceful shutdown on SIGTERM).
     pub fn with_stop(mut self, stop: Arc<AtomicBool>) -> Self {
         self.stop = stop;
+        self
+    }
+
+    /// Reports progress to `observe` after each page read and each batch written (for a progress bar; it must be
+    /// quick, as the run waits for it).
+    pub fn with_progress(mut self, observe: ProgressObserver) -> Self {
+        self.progress = Some(observe);
         self
     }
 

@@ -349,3 +349,49 @@ async fn export_csv_writes_the_import_files_and_the_errors_file() {
         assert!(!text.contains(secret), "the secret must never be written");
     }
 }
+
+/// `--log-format json` writes one JSON object per log line, for a log collector.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sync.toml");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        &config,
+        format!(
+            "mapping = \"builtin:hlf-default\"\n[retry]\nmax_attempts = 1\n[store]\nurl = \"sqlite://{}\"\n\
+             [[organisations]]\nid = \"hlf\"\nname = \"HLF\"\nauthority_host = \"http://127.0.0.1:{closed}\"\n",
+            dir.path().join("sync.db").display()
+        ),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_sync-worker"))
+        .args(["--log-format", "json", "--config", config.to_str().unwrap(), "run"])
+        .env("DYNAMICS_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47")
+        .env("DYNAMICS_CLIENT_ID", "0b6f3c1e-9a63-4c62-8b1e-2f6f1c9b7d11")
+        .env("DYNAMICS_CLIENT_SECRET", "json-log-test-secret")
+        .env("DYNAMICS_INSTANCE_URL", format!("http://127.0.0.1:{closed}"))
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let logs: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(!logs.is_empty(), "{stderr}");
+    assert!(
+        logs.iter().all(|l| l["level"].is_string() && l["message"].is_string()),
+        "{stderr}"
+    );
+    assert!(
+        logs.iter().any(|l| l["level"] == "WARN" && l["org"] == "hlf"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("json-log-test-secret"));
+}
