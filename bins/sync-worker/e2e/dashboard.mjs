@@ -1,11 +1,11 @@
 // Drives the admin dashboard of `sync-worker demo --serve` in Debian's headless Chromium, as an HLF admin would:
-// sign in through the browser's login prompt, read the overview, resolve a conflict, requeue a dead record, then
-// confirm both through the JSON API. Reaches nothing but the dashboard on loopback.
+// sign in through the browser's login prompt, read the overview, resolve a conflict, requeue a dead record, download
+// the full CSV export, then confirm the actions through the JSON API. Reaches nothing but the dashboard on loopback.
 //
 // Environment: DASHBOARD_URL (http://127.0.0.1:PORT/), DASHBOARD_CREDENTIAL, SCREENSHOT (where to save the
 // overview, optional), CHROMIUM (default /usr/bin/chromium).
 
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
@@ -53,6 +53,7 @@ const context = await chromium.launchPersistentContext(profile, {
     '--disable-sync',
   ],
   viewport: { width: 1280, height: 900 },
+  acceptDownloads: true,
   // The browser's basic-auth prompt, answered as an admin would: any user name, the credential as the password.
   httpCredentials: { username: 'admin', password: credential },
 });
@@ -63,7 +64,12 @@ try {
     if (message.type() === 'error') problems.push(`console: ${message.text()}`);
   });
   page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
-  page.on('requestfailed', (request) => problems.push(`request failed: ${request.url()}`));
+  page.on('requestfailed', (request) => {
+    // A form POST answered with an attachment becomes a download, and Chromium reports the navigation as aborted.
+    const download = request.method() === 'POST' && new URL(request.url()).pathname.endsWith('/export');
+    if (download && request.failure()?.errorText === 'net::ERR_ABORTED') return;
+    problems.push(`request failed: ${request.url()} (${request.failure()?.errorText})`);
+  });
   page.on('request', (request) => {
     if (!request.url().startsWith(url)) problems.push(`request outside the dashboard: ${request.url()}`);
   });
@@ -80,6 +86,11 @@ try {
   const reason = await page.locator('section.org .reason').first().innerText();
   step(`overview: HLF (demo) is ${status}: ${reason}`);
   assert.equal(status, 'degraded', 'the demo leaves failed records and a conflict');
+  const reasons = await page.locator('section.org ul.reasons li').allInnerTexts();
+  assert.ok(reasons.some((r) => /2 records failed for good/.test(r)), `all reasons shown: ${reasons}`);
+  const health = await (await page.request.get(new URL('api/health', url).href)).json();
+  assert.equal(health[0].status, status, 'the overview shows the health monitor verdict');
+  assert.deepEqual(health[0].reasons, reasons, 'with the same reasons, worst first');
   assert.equal(await page.locator('svg.chart g.run').count(), 2, 'one chart slot per demo run');
   const facts = await page.locator('section.org dl.facts').first().innerText();
   assert.match(facts, /Conflicts to resolve\s+1/);
@@ -115,7 +126,26 @@ try {
   assert.equal(await page.locator('tr.failure', { hasText: '899990' }).locator('.state').innerText(), 'retrying');
   step('dead record of member 899990 requeued in the browser');
 
-  step('CSV download skipped: the CSV export (crates/csv-fallback) is not part of this build yet');
+  // Download the full CSV export, as HLF staff would for the Import Data wizard.
+  await page.getByRole('link', { name: 'CSV export', exact: true }).click();
+  await page.waitForURL(/\/export$/);
+  assert.match(await page.locator('main .help').first().innerText(), /docs\/csv-fallback\.md/);
+  const exportCard = page.locator('section.export').first();
+  const [download] = await Promise.all([
+    page.waitForEvent('download', { timeout: 15000 }),
+    exportCard.getByRole('button', { name: 'Download the full export (CSV)' }).click(),
+  ]);
+  const fileName = download.suggestedFilename();
+  assert.match(fileName, /^hlf-mentors-full-\d{8}T\d{6}Z-1\.csv$/);
+  const csv = readFileSync(await download.path(), 'utf8');
+  const lines = csv.split('\r\n');
+  assert.equal(
+    lines[0],
+    '\uFEFFMedlemsnummer,Likepersonstatus,Sertifisering utløper,Vis på nettsiden',
+    'the BOM and the display names of the mapping',
+  );
+  assert.ok(lines.some((line) => line.startsWith('899990,')), 'a demo member number is in the file');
+  step(`full CSV export downloaded as ${fileName}: ${lines.filter((l) => l).length - 1} mentors`);
 
   // What the dashboard's JSON API says now.
   const conflicts = await (await page.request.get(new URL('api/conflicts', url).href)).json();

@@ -44,6 +44,12 @@ pub enum Error {
     /// The sync engine refused or failed an action.
     #[error("the sync engine could not do it")]
     Engine(#[from] sync_engine::Error),
+    /// The health monitor could not judge an organisation or render the metrics.
+    #[error("the health check failed")]
+    Health(#[from] health_monitor::Error),
+    /// A CSV export could not be built.
+    #[error("the csv export could not be built")]
+    Export(#[from] csv_fallback::Error),
 }
 
 impl Error {

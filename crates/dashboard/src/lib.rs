@@ -5,19 +5,28 @@
 //!
 //! | page | JSON | what it is for |
 //! | --- | --- | --- |
-//! | `/` | `/api/overview` | status per organisation, last successful sync, open alerts, a chart of the last 30 runs |
+//! | `/` | `/api/overview`, `/api/health` | status per organisation with the health monitor's reasons, last successful sync, open alerts, a chart of the last 30 runs |
 //! | `/runs` | `/api/runs` | the run log with each run's metrics |
 //! | `/failures` | `/api/failures` | failed records with their reason and attempts; requeue or dismiss |
 //! | `/conflicts` | `/api/conflicts` | both values of a conflicting shared field with their times; pick a side |
 //! | `/config` | `/api/config` | effective settings, the mapping table and the schedule; secrets only as "set" |
 //! | `/cache` | `/api/cache` | the certification cache with its as-of times and stale flags |
 //! | `/alerts` | `/api/alerts` | active alerts; acknowledge |
+//! | `/export` | | the CSV fallback: download an organisation's full or delta export for the Dynamics Import Data wizard |
+//!
+//! The status on the overview is [`health_monitor::HealthMonitor::check`]'s verdict without a Dynamics call
+//! ([`health_monitor::Probe::Skip`]), so the dashboard, `health-check` and the metrics always agree; `/api/health`
+//! returns each organisation's whole [`health_monitor::OrganisationHealth`]. `GET /metrics` serves
+//! [`health_monitor::render_metrics`] in the Prometheus text format (a scraper sends the bearer token). Stale flags
+//! use the one definition of staleness, [`sync_store::Staleness`].
 //!
 //! List pages take `?org=ID` to show one organisation. Actions are POSTs: `/failures/requeue` and
 //! `/failures/dismiss` (form fields `org`, `key`, `direction`), `/conflicts/{id}/resolve` (`side` = `app` or
 //! `dynamics`, optional `apply_now`), `/alerts/{id}/acknowledge` (`org`); each also exists under `/api/` taking a
-//! JSON body with the same fields. `GET /api/session` returns the CSRF token for API clients. [`ROUTES`] lists
-//! every route.
+//! JSON body with the same fields. `POST /export` (`org`, `kind` = `full` or `delta`, `part` = the 1-based file
+//! number or `errors`) answers one file of a [`csv_fallback::CsvExporter`] export as a download; it is a POST only
+//! so that it carries the CSRF token, and changes nothing. `GET /api/session` returns the CSRF token for API
+//! clients. [`ROUTES`] lists every route.
 //!
 //! Access: every route but `GET /healthz` needs the admin credential of `[dashboard]` in the configuration. With
 //! `auth = "basic"` that is the user name and password; with `auth = "bearer"` it is `Authorization: Bearer TOKEN`,
@@ -30,8 +39,9 @@
 //!
 //! Resolving a conflict goes through [`sync_engine::SyncService::resolve_conflict`], so the chosen value is written
 //! by the next run (or at once, with `apply_now`). Requeue and dismiss go through the service too. Secrets are never
-//! shown; member numbers and names appear only on the failed-record and conflict pages, where an admin needs them to
-//! find the person.
+//! shown, in a page, the JSON, the metrics or a CSV file. Names appear only on the failed-record and conflict pages,
+//! where an admin needs them to find the person; member numbers also on the cache page, in `/api/health`'s sample of
+//! mismatching mentors and in the CSV files, never in a log line.
 //!
 //! ```no_run
 //! # async fn mount(config: integration_config::IntegrationConfig, store: sync_store::Store,
@@ -49,19 +59,18 @@ mod error;
 mod pages;
 mod routes;
 mod security;
-mod status;
 mod view;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use health_monitor::HealthMonitor;
 use integration_config::IntegrationConfig;
 use sync_engine::{Clock, SyncService, SystemClock};
-use sync_store::Store;
+use sync_store::{AppStore, Store};
 
 pub use error::{Error, Result};
 pub use routes::{ROUTES, Route, RouteMethod};
-pub use status::{HealthLevel, OrganisationStatus, organisation_status};
 
 /// The dashboard: configuration, store and one sync service per organisation. Cheap to clone.
 #[derive(Clone)]
@@ -86,6 +95,10 @@ pub(crate) struct Shared {
     pub(crate) credential: auth::Credential,
     pub(crate) csrf: csrf::CsrfKey,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Judges each organisation for the overview, `/api/health` and `/metrics`.
+    pub(crate) monitor: HealthMonitor,
+    /// The app's mentors, for the health monitor's mismatch check and the CSV export.
+    pub(crate) app: Arc<dyn AppStore>,
 }
 
 impl std::fmt::Debug for Dashboard {
@@ -127,6 +140,11 @@ impl Dashboard {
             Some(key) => csrf::CsrfKey::new(key),
             None => csrf::CsrfKey::random()?,
         };
+        let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        // The sync store's reference schema holds the app's mentors, as the pages that name people already read
+        // them.
+        let app: Arc<dyn AppStore> = Arc::new(store.clone());
+        let monitor = HealthMonitor::new(&config, store.clone(), app.clone(), clock.clone());
         Ok(Dashboard {
             shared: Arc::new(Shared {
                 config,
@@ -134,7 +152,9 @@ impl Dashboard {
                 services,
                 credential,
                 csrf,
-                clock: options.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+                clock,
+                monitor,
+                app,
             }),
         })
     }

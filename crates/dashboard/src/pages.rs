@@ -6,6 +6,8 @@ use axum::extract::{Query, State};
 use axum::response::{Html, IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
+use csv_fallback::{CsvFile, Export, ExportKind};
+use health_monitor::{METRICS_CONTENT_TYPE, OrganisationHealth, Status, render_metrics};
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 use sync_store::{Direction, RunStatus};
@@ -16,7 +18,7 @@ use crate::chart::runs_chart;
 use crate::csrf;
 use crate::error::{Error, Result};
 use crate::routes::Base;
-use crate::view::{self, AlertView, CacheView, ConfigView, ConflictView, FailureView, Overview, RunView};
+use crate::view::{self, AlertView, CacheView, ConfigView, ConflictView, ExportOffer, FailureView, Overview, RunView};
 
 /// The query of the list pages.
 #[derive(Debug, Default, Deserialize)]
@@ -35,13 +37,14 @@ struct Frame<'a> {
     now: DateTime<Utc>,
 }
 
-const NAV: [(&str, &str); 7] = [
+const NAV: [(&str, &str); 8] = [
     ("/", "Overview"),
     ("/runs", "Runs"),
     ("/failures", "Failed records"),
     ("/conflicts", "Conflicts"),
     ("/alerts", "Alerts"),
     ("/cache", "Certification cache"),
+    ("/export", "CSV export"),
     ("/config", "Configuration"),
 ];
 
@@ -254,12 +257,22 @@ fn overview_body(frame: &Frame<'_>, data: &Overview) -> Markup {
             section class="card org" {
                 h2 {
                     (org.name) " "
-                    span class={"badge " (org.status.level.as_str())} { (org.status.level.as_str()) }
+                    span class={"badge " (status_name(org.status))} { (status_name(org.status)) }
                 }
-                p class="reason" { (org.status.reason) }
+                @if org.reasons.is_empty() {
+                    p class="reason" { "Nothing to look at: both directions synced recently and no alert is open." }
+                } @else {
+                    // Worst first: the first reason decided the status.
+                    ul class="reasons" {
+                        @for reason in &org.reasons { li class="reason" { (reason) } }
+                    }
+                }
                 dl class="facts" {
                     dt { "Last successful sync" }
-                    dd { (opt_time(org.last_success_at, now)) }
+                    dd {
+                        (direction(Direction::Pull)) " " (opt_time(org.last_success.pull, now)) br;
+                        (direction(Direction::Push)) " " (opt_time(org.last_success.push, now))
+                    }
                     dt { "Last run" }
                     dd {
                         @if let Some(run) = &org.last_run {
@@ -268,6 +281,7 @@ fn overview_body(frame: &Frame<'_>, data: &Overview) -> Markup {
                             (run.metrics.pull.written + run.metrics.push.written) " written, "
                             (run.metrics.pull.failed + run.metrics.push.failed) " failed · "
                             (duration(run.metrics.duration_ms))
+                            @if let Some(error) = &run.error { br; span class="error" { (error) } }
                         } @else {
                             span class="muted" { "no run yet" }
                         }
@@ -284,6 +298,10 @@ fn overview_body(frame: &Frame<'_>, data: &Overview) -> Markup {
                     dd { a href={(base.to("/conflicts")) "?org=" (org.id)} { (org.conflicts_open) } }
                     dt { "Stale cached statuses" }
                     dd { a href={(base.to("/cache")) "?org=" (org.id)} { (org.cache_stale) } }
+                    @if org.mismatches > 0 {
+                        dt { "Certification mismatches" }
+                        dd class="warn" { (org.mismatches) " mentors differ between the app and Dynamics" }
+                    }
                 }
                 h3 { "Last " (org.chart.len()) " runs" }
                 (runs_chart(&org.chart))
@@ -300,6 +318,14 @@ fn overview_body(frame: &Frame<'_>, data: &Overview) -> Markup {
                 }
             }
         }
+    }
+}
+
+fn status_name(status: Status) -> &'static str {
+    match status {
+        Status::Healthy => "healthy",
+        Status::Degraded => "degraded",
+        Status::Unhealthy => "unhealthy",
     }
 }
 
@@ -709,8 +735,8 @@ fn alerts_body(frame: &Frame<'_>, org: Option<&str>, alerts: &[AlertView]) -> Ma
     html! {
         (frame.org_filter("/alerts", org))
         p class="help" {
-            "An alert stays until its cause is gone. Acknowledging says someone is on it: it no longer makes the "
-            "organisation unhealthy on its own."
+            "An alert stays until its cause is gone. Acknowledging says someone is on it; the alert still counts in "
+            "the organisation's status, as in health-check, until then."
         }
         @if alerts.is_empty() {
             p class="empty" { "No active alerts." }
@@ -752,7 +778,122 @@ fn alerts_body(frame: &Frame<'_>, org: Option<&str>, alerts: &[AlertView]) -> Ma
     }
 }
 
+// ----- CSV export -----
+
+pub(crate) async fn export(
+    State(shared): State<Arc<Shared>>,
+    Extension(admin): Extension<Admin>,
+    base: Base,
+) -> Response {
+    let frame = frame!(shared, base, admin);
+    respond(
+        view::export_offers(&shared)
+            .await
+            .map(|offers| frame.page("CSV export", "/export", None, export_body(&frame, &offers))),
+        &base,
+    )
+}
+
+fn export_body(frame: &Frame<'_>, offers: &[ExportOffer]) -> Markup {
+    let action = frame.base.to("/export");
+    html! {
+        p class="help" {
+            "When the sync cannot reach Dynamics, HLF staff can bring the certification status in by hand: download "
+            "an organisation's export here and import it with the Dynamics Import Data wizard, which updates the "
+            "contacts by member number. " code { "docs/csv-fallback.md" } " says step by step how to import the "
+            "files, check the import job and switch back to the API path."
+        }
+        @for offer in offers {
+            section class="card export" {
+                h2 { (offer.name) }
+                h3 { "Full export" }
+                (export_forms(&action, &frame.csrf_field(), &offer.organisation_id, &offer.full))
+                h3 { "Delta export" }
+                (export_forms(&action, &frame.csrf_field(), &offer.organisation_id, &offer.delta))
+            }
+        }
+    }
+}
+
+fn kind_value(kind: ExportKind) -> &'static str {
+    match kind {
+        ExportKind::Full => "full",
+        ExportKind::Delta => "delta",
+    }
+}
+
+fn rows_text(rows: usize) -> String {
+    match rows {
+        1 => "1 mentor".to_owned(),
+        n => format!("{n} mentors"),
+    }
+}
+
+/// What one export holds and a form (posting to `action`, carrying `csrf`) whose buttons download each file.
+fn export_forms(action: &str, csrf: &Markup, org: &str, export: &Export) -> Markup {
+    let kind = kind_value(export.kind);
+    let part_button = |number: usize, file: &CsvFile, label: String| {
+        html! {
+            button type="submit" name="part" value=(number) class="primary" title=(file.name) { (label) }
+        }
+    };
+    html! {
+        p {
+            (rows_text(export.rows()))
+            @if export.kind == ExportKind::Delta {
+                " whose values Dynamics has not confirmed through the API; "
+                (rows_text(export.mentors_unchanged)) " unchanged"
+            }
+            @if export.files.len() > 1 {
+                ", in " strong { (export.files.len()) " parts" }
+                " (each file stays under the wizard's 8 MB limit; import them one after another)"
+            }
+            "."
+            @if !export.problems.is_empty() {
+                " " strong class="warn" { (rows_text(export.problems.len())) " cannot be imported" }
+                ": the errors file says why."
+            }
+        }
+        @if export.files.is_empty() && export.errors_file.is_none() {
+            p class="empty" { "Nothing to import: Dynamics has every mentor's current values." }
+        } @else {
+            form method="post" action=(action) class="download" {
+                (csrf)
+                input type="hidden" name="org" value=(org);
+                input type="hidden" name="kind" value=(kind);
+                @if let [file] = export.files.as_slice() {
+                    (part_button(1, file, format!("Download the {kind} export (CSV)")))
+                } @else {
+                    @for (i, file) in export.files.iter().enumerate() {
+                        (part_button(i + 1, file, format!("Part {} of {} ({})", i + 1, export.files.len(), rows_text(file.rows))))
+                    }
+                }
+                @if let Some(errors) = &export.errors_file {
+                    button type="submit" name="part" value="errors" class="secondary" title=(errors.name) {
+                        "Download the errors file"
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ----- metrics -----
+
+/// `GET /metrics`: the health monitor's Prometheus text, behind the admin credential like every page.
+pub(crate) async fn metrics(State(shared): State<Arc<Shared>>) -> Result<Response> {
+    let text = render_metrics(&shared.monitor, &shared.config.organisations).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response())
+}
+
 // ----- JSON API -----
+
+pub(crate) async fn api_health(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<OrganisationHealth>>> {
+    Ok(Json(view::health(&shared, query.org.as_deref()).await?))
+}
 
 pub(crate) async fn api_session(State(shared): State<Arc<Shared>>, Extension(admin): Extension<Admin>) -> Response {
     Json(serde_json::json!({
@@ -804,4 +945,81 @@ pub(crate) async fn api_alerts(
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Vec<AlertView>>> {
     Ok(Json(view::alerts(&shared, query.org.as_deref()).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn file(name: &str, rows: usize) -> CsvFile {
+        CsvFile {
+            name: name.to_owned(),
+            contents: Vec::new(),
+            rows,
+        }
+    }
+
+    fn export(kind: ExportKind, files: Vec<CsvFile>, errors_file: Option<CsvFile>) -> Export {
+        Export {
+            kind,
+            organisation_id: "hlf".into(),
+            generated_at: Utc.with_ymd_and_hms(2026, 6, 1, 2, 0, 0).unwrap(),
+            problems: errors_file
+                .iter()
+                .map(|_| csv_fallback::RowProblem {
+                    mentor_id: "m".into(),
+                    member_number: None,
+                    field: "member_number".into(),
+                    reason: "missing".into(),
+                })
+                .collect(),
+            files,
+            errors_file,
+            mentors_considered: 0,
+            mentors_unchanged: 0,
+        }
+    }
+
+    fn render(export: &Export) -> String {
+        export_forms(
+            "/admin/export",
+            &html! { input type="hidden" name="csrf" value="t"; },
+            "hlf",
+            export,
+        )
+        .into_string()
+    }
+
+    #[test]
+    fn an_export_split_into_parts_says_how_many_and_offers_each() {
+        let page = render(&export(
+            ExportKind::Full,
+            vec![
+                file("hlf-mentors-full-1.csv", 70_000),
+                file("hlf-mentors-full-2.csv", 12),
+            ],
+            Some(file("hlf-mentors-full-errors.csv", 1)),
+        ));
+        assert!(page.contains("<strong>2 parts</strong>"), "{page}");
+        assert!(
+            page.contains(r#"name="part" value="1""#) && page.contains(r#"name="part" value="2""#),
+            "{page}"
+        );
+        assert!(page.contains("Part 2 of 2 (12 mentors)"), "{page}");
+        assert!(page.contains(r#"name="part" value="errors""#), "{page}");
+        assert!(page.contains(r#"action="/admin/export""#) && page.contains(r#"name="kind" value="full""#));
+        assert!(page.contains("1 mentor cannot be imported</strong>"), "{page}");
+    }
+
+    #[test]
+    fn a_single_file_is_one_button_and_an_empty_delta_offers_nothing() {
+        let page = render(&export(ExportKind::Full, vec![file("f-1.csv", 3)], None));
+        assert!(page.contains("Download the full export (CSV)"), "{page}");
+        assert!(!page.contains("parts") && !page.contains("errors"), "{page}");
+        let page = render(&export(ExportKind::Delta, Vec::new(), None));
+        assert!(page.contains("Nothing to import"), "{page}");
+        assert!(!page.contains("<form"), "{page}");
+    }
 }

@@ -11,6 +11,7 @@ use axum::middleware;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use axum::{Extension, Form, Json, Router};
+use csv_fallback::ExportKind;
 use serde::Deserialize;
 use sync_engine::SyncService;
 use sync_store::{AlertState, ConflictState, Direction, Side};
@@ -19,7 +20,7 @@ use tracing::{info, warn};
 use crate::Shared;
 use crate::auth::Admin;
 use crate::error::{Error, Result};
-use crate::{assets, auth, csrf, pages, security};
+use crate::{assets, auth, csrf, pages, security, view};
 
 /// The HTTP method of a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +60,11 @@ pub(crate) enum Endpoint {
     Cache,
     Alerts,
     Acknowledge,
+    Export,
+    ExportDownload,
+    Metrics,
     ApiSession,
+    ApiHealth,
     ApiOverview,
     ApiRuns,
     ApiFailures,
@@ -122,11 +127,35 @@ pub const ROUTES: &[Route] = &[
     ),
     route(
         Get,
+        "/export",
+        Endpoint::Export,
+        "the CSV fallback: full and delta exports per organisation",
+    ),
+    route(
+        Post,
+        "/export",
+        Endpoint::ExportDownload,
+        "download one file of a CSV export",
+    ),
+    route(
+        Get,
+        "/metrics",
+        Endpoint::Metrics,
+        "Prometheus metrics (text format); scrape with the bearer token",
+    ),
+    route(
+        Get,
         "/api/session",
         Endpoint::ApiSession,
         "who is signed in and a CSRF token for API actions",
     ),
     route(Get, "/api/overview", Endpoint::ApiOverview, "the overview as JSON"),
+    route(
+        Get,
+        "/api/health",
+        Endpoint::ApiHealth,
+        "the health monitor's model of each organisation as JSON",
+    ),
     route(Get, "/api/runs", Endpoint::ApiRuns, "the run log as JSON"),
     route(Get, "/api/failures", Endpoint::ApiFailures, "failed records as JSON"),
     route(
@@ -174,7 +203,11 @@ fn handler(endpoint: Endpoint, filter: MethodFilter) -> MethodRouter<Arc<Shared>
         Endpoint::Cache => on(filter, pages::cache),
         Endpoint::Alerts => on(filter, pages::alerts),
         Endpoint::Acknowledge => on(filter, acknowledge_form),
+        Endpoint::Export => on(filter, pages::export),
+        Endpoint::ExportDownload => on(filter, export_download),
+        Endpoint::Metrics => on(filter, pages::metrics),
         Endpoint::ApiSession => on(filter, pages::api_session),
+        Endpoint::ApiHealth => on(filter, pages::api_health),
         Endpoint::ApiOverview => on(filter, pages::api_overview),
         Endpoint::ApiRuns => on(filter, pages::api_runs),
         Endpoint::ApiFailures => on(filter, pages::api_failures),
@@ -375,6 +408,95 @@ async fn acknowledge(shared: &Shared, admin: &Admin, id: &str, action: &Acknowle
         info!(org = %action.org, alert = %id, cause = %alert.cause, admin = %admin.name, "alert acknowledged");
     }
     Ok(())
+}
+
+/// The file of an export a form asks for.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ExportForm {
+    org: String,
+    kind: ExportKindField,
+    /// The 1-based number of an import file, or `errors`.
+    part: String,
+}
+
+/// `full` or `delta`, as the form sends it.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ExportKindField {
+    Full,
+    Delta,
+}
+
+/// Builds the export and answers the file the form names as an attachment. Builds anew rather than serving what
+/// the page showed, so the file is current; a part the page offered that no longer exists is a 404 that says so.
+async fn export_file(shared: &Shared, admin: &Admin, form: &ExportForm) -> Result<Response> {
+    let kind = match form.kind {
+        ExportKindField::Full => ExportKind::Full,
+        ExportKindField::Delta => ExportKind::Delta,
+    };
+    let export = view::export(shared, &form.org, kind).await?;
+    let file = match form.part.as_str() {
+        "errors" => export
+            .errors_file
+            .as_ref()
+            .ok_or_else(|| Error::NotFound("an errors file (every mentor can be imported)".to_owned()))?,
+        number => {
+            let index = number
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| n.checked_sub(1))
+                .ok_or_else(|| {
+                    Error::BadRequest(format!("part must be a file number from 1 or errors, not {number:?}"))
+                })?;
+            export.files.get(index).ok_or_else(|| {
+                Error::NotFound(format!(
+                    "part {number} (the export now has {} files; reload the export page)",
+                    export.files.len()
+                ))
+            })?
+        }
+    };
+    info!(org = %form.org, kind = ?kind, file = %file.name, rows = file.rows, admin = %admin.name,
+        "csv export downloaded from the dashboard");
+    let disposition = format!("attachment; filename=\"{}\"", attachment_name(&file.name));
+    let mut response = file.contents.clone().into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&disposition).map_err(|_| Error::BadRequest("unusable file name".to_owned()))?,
+    );
+    Ok(response)
+}
+
+/// A file name safe inside a quoted `Content-Disposition` parameter: the exporter's names are already ASCII letters,
+/// digits, `-`, `_` and `.`; anything else becomes `_`.
+fn attachment_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+async fn export_download(
+    State(shared): State<Arc<Shared>>,
+    Extension(admin): Extension<Admin>,
+    base: Base,
+    Form(form): Form<ExportForm>,
+) -> Response {
+    match export_file(&shared, &admin, &form).await {
+        Ok(response) => response,
+        Err(error) => html_error(error, &base),
+    }
 }
 
 /// After a form's action, back to its page (303, so a reload does not post again) with a notice.

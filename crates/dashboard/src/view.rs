@@ -3,16 +3,15 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use csv_fallback::{CsvExporter, Export, ExportKind};
 use field_mapping::{AppValue, FieldKind};
+use health_monitor::{LastSuccess, OrganisationHealth, Probe, Status};
 use integration_config::{OrganisationConfig, Schedule};
 use serde::Serialize;
-use sync_store::{
-    AlertState, AppStore, ConflictState, Direction, FailureState, RunKind, RunMetrics, RunRecord, RunStatus, Side,
-};
+use sync_store::{AlertState, ConflictState, Direction, FailureState, RunKind, RunMetrics, RunRecord, RunStatus, Side};
 
 use crate::Shared;
 use crate::error::{Error, Result};
-use crate::status::{OrganisationStatus, organisation_status};
 
 /// Runs in the overview's chart.
 pub(crate) const CHART_RUNS: u32 = 30;
@@ -33,9 +32,15 @@ pub(crate) struct Overview {
 pub(crate) struct OrganisationOverview {
     pub(crate) id: String,
     pub(crate) name: String,
-    pub(crate) status: OrganisationStatus,
+    /// The health monitor's verdict (no Dynamics call), as `health-check --no-probe` and the metrics give it.
+    pub(crate) status: Status,
+    /// Why, worst first; the first decided the status. Empty when healthy.
+    pub(crate) reasons: Vec<String>,
     pub(crate) last_run: Option<RunView>,
-    pub(crate) last_success_at: Option<DateTime<Utc>>,
+    /// The start of the newest run that completed each direction, as the health monitor judges freshness.
+    pub(crate) last_success: LastSuccess,
+    /// Mentors whose certification differs between the app and Dynamics.
+    pub(crate) mismatches: u64,
     pub(crate) alerts: Vec<AlertView>,
     pub(crate) failed_retrying: usize,
     pub(crate) failed_dead: usize,
@@ -266,7 +271,7 @@ async fn people(shared: &Shared, org: &str, ids: &[String]) -> Result<BTreeMap<S
         return Ok(BTreeMap::new());
     }
     let mut out = BTreeMap::new();
-    for snapshot in shared.store.mentors(org, ids).await? {
+    for snapshot in shared.app.mentors(org, ids).await? {
         let m = snapshot.mentor;
         let name = [m.given_name.as_deref(), m.family_name.as_deref()]
             .into_iter()
@@ -278,10 +283,6 @@ async fn people(shared: &Shared, org: &str, ids: &[String]) -> Result<BTreeMap<S
     Ok(out)
 }
 
-fn is_stale(shared: &Shared, as_of: DateTime<Utc>, now: DateTime<Utc>) -> bool {
-    (now - as_of).to_std().unwrap_or_default() > shared.config.cache.stale_after
-}
-
 pub(crate) async fn overview(shared: &Shared) -> Result<Overview> {
     let now = shared.clock.now();
     let mut organisations = Vec::new();
@@ -289,12 +290,8 @@ pub(crate) async fn overview(shared: &Shared) -> Result<Overview> {
         let runs = shared.store.recent_runs(&org.id, RUNS_LISTED).await?;
         let syncs: Vec<&RunRecord> = runs.iter().filter(|r| r.kind == RunKind::Sync).collect();
         let last_run = syncs.first().copied();
-        let last_success_at = syncs
-            .iter()
-            .find(|r| matches!(r.status, RunStatus::Succeeded | RunStatus::Partial) && r.error.is_none())
-            .and_then(|r| r.finished_at);
         let alerts = shared.store.active_alerts(&org.id).await?;
-        let status = organisation_status(last_run, &alerts);
+        let health = shared.monitor.check(org, Probe::Skip).await?;
         let chart = syncs
             .iter()
             .take(CHART_RUNS as usize)
@@ -310,9 +307,11 @@ pub(crate) async fn overview(shared: &Shared) -> Result<Overview> {
         organisations.push(OrganisationOverview {
             id: org.id.clone(),
             name: org.name.clone(),
-            status,
+            status: health.status,
+            reasons: health.reasons,
             last_run: last_run.cloned().map(RunView::from),
-            last_success_at,
+            last_success: health.last_success,
+            mismatches: health.mismatch_count,
             alerts: alerts.into_iter().map(alert_view).collect(),
             failed_retrying: shared.store.failures(&org.id, FailureState::Retrying).await?.len(),
             failed_dead: shared.store.failures(&org.id, FailureState::Dead).await?.len(),
@@ -323,7 +322,10 @@ pub(crate) async fn overview(shared: &Shared) -> Result<Overview> {
                 .iter()
                 .filter(|c| c.state == ConflictState::Open)
                 .count(),
-            cache_stale: cache.iter().filter(|e| is_stale(shared, e.as_of, now)).count(),
+            cache_stale: cache
+                .iter()
+                .filter(|e| e.staleness(now, shared.config.cache.stale_after).stale)
+                .count(),
             chart,
         });
     }
@@ -331,6 +333,58 @@ pub(crate) async fn overview(shared: &Shared) -> Result<Overview> {
         generated_at: now,
         organisations,
     })
+}
+
+/// The health monitor's whole model of each selected organisation, judged without a Dynamics call.
+pub(crate) async fn health(shared: &Shared, org: Option<&str>) -> Result<Vec<OrganisationHealth>> {
+    let mut out = Vec::new();
+    for org in selected(shared, org)? {
+        out.push(shared.monitor.check(org, Probe::Skip).await?);
+    }
+    Ok(out)
+}
+
+/// The CSV exports an organisation offers, built as a download would build them.
+#[derive(Debug)]
+pub(crate) struct ExportOffer {
+    pub(crate) organisation_id: String,
+    pub(crate) name: String,
+    pub(crate) full: Export,
+    pub(crate) delta: Export,
+}
+
+fn exporter(shared: &Shared, org: &OrganisationConfig) -> Result<CsvExporter> {
+    Ok(CsvExporter::new(
+        org,
+        shared.app.clone(),
+        shared.store.clone(),
+        shared.clock.clone(),
+        None,
+    )?)
+}
+
+/// The full and the delta export of every organisation, so the page can say how many files each has.
+pub(crate) async fn export_offers(shared: &Shared) -> Result<Vec<ExportOffer>> {
+    let mut out = Vec::new();
+    for org in &shared.config.organisations {
+        let exporter = exporter(shared, org)?;
+        out.push(ExportOffer {
+            organisation_id: org.id.clone(),
+            name: org.name.clone(),
+            full: exporter.build(ExportKind::Full).await?,
+            delta: exporter.build(ExportKind::Delta).await?,
+        });
+    }
+    Ok(out)
+}
+
+/// One organisation's export of `kind`, built now.
+pub(crate) async fn export(shared: &Shared, org: &str, kind: ExportKind) -> Result<Export> {
+    let organisation = shared
+        .config
+        .organisation(org)
+        .ok_or_else(|| Error::NotFound(format!("organisation {org}")))?;
+    Ok(exporter(shared, organisation)?.build(kind).await?)
 }
 
 pub(crate) async fn runs(shared: &Shared, org: Option<&str>) -> Result<Vec<RunView>> {
@@ -450,7 +504,7 @@ pub(crate) async fn cache(shared: &Shared, org: Option<&str>) -> Result<Vec<Cach
             .await?
             .into_iter()
             .map(|e| CacheRow {
-                stale: is_stale(shared, e.as_of, now),
+                stale: e.staleness(now, shared.config.cache.stale_after).stale,
                 member_number: e.member_number,
                 status: e.status,
                 expires_on: e.expires_on,

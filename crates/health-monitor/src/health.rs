@@ -580,6 +580,7 @@ pub(crate) fn human(seconds: u64) -> String {
         (0, 0, 0) => format!("{seconds} s"),
         (0, 0, m) => format!("{m} min"),
         (0, h, m) => format!("{h} h {m} min"),
+        (1, h, _) => format!("1 day {h} h"),
         (d, h, _) => format!("{d} days {h} h"),
     }
 }

@@ -5,6 +5,8 @@
 
 mod access;
 mod actions;
+mod export;
+mod health;
 mod snapshot;
 
 use std::future::Future;
@@ -37,6 +39,7 @@ pub(crate) struct World {
     pub(crate) router: Router,
     pub(crate) dashboard: Dashboard,
     pub(crate) clock: Arc<FixedClock>,
+    pub(crate) config: IntegrationConfig,
 }
 
 /// The default mapping with `phone` shared, so both sides may change it.
@@ -88,7 +91,7 @@ impl World {
         )
         .unwrap();
         let dashboard = Dashboard::new(
-            config,
+            config.clone(),
             store.clone(),
             vec![service.clone()],
             DashboardOptions {
@@ -104,6 +107,7 @@ impl World {
             router: dashboard.router(),
             dashboard,
             clock,
+            config,
         }
     }
 

@@ -74,6 +74,11 @@ async fn the_overview_renders_fixed_data_the_same_way() {
             },
             requests: 7,
             duration_ms: 1250,
+            // As the engine notes it: the pull of the two runs that did not fail completed.
+            notes: [(sync_engine::NOTE_PULL_COMPLETED.to_owned(), "true".to_owned())]
+                .into_iter()
+                .filter(|_| status != RunStatus::Failed)
+                .collect(),
             ..RunMetrics::default()
         };
         store

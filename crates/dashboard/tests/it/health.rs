@@ -1,0 +1,118 @@
+//! The overview's status is the health monitor's verdict: the dashboard, `/api/health`, the metrics and a monitor
+//! built as `health-check` builds it agree, and `/metrics` answers a scraper that sends the credential.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use health_monitor::{HealthMonitor, Probe};
+use serde_json::Value;
+use sync_store::Certification;
+
+use super::{TOKEN, World, at, day, each, get, send};
+
+#[tokio::test]
+async fn the_overview_api_health_and_metrics_give_the_health_monitors_verdict() {
+    each(|db| async move {
+        let w = World::new(&db).await;
+        w.with_conflict_and_failure().await;
+        // Revoked in the app before the last run started, yet Dynamics last confirmed it active: a mismatch.
+        w.store
+            .upsert_certification(&Certification {
+                id: "c-hlf-8001".into(),
+                mentor_id: "hlf-8001".into(),
+                kind: "likeperson".into(),
+                issued_on: day(2024, 1, 1),
+                expires_on: day(2027, 6, 30),
+                revoked_at: Some(at("2026-05-01T09:00:00Z")),
+                updated_at: at("2026-05-01T10:00:00Z"),
+            })
+            .await
+            .unwrap();
+
+        // What `health-check --no-probe` would say.
+        let monitor = HealthMonitor::new(&w.config, w.store.clone(), Arc::new(w.store.clone()), w.clock.clone());
+        let expected = monitor.check(&w.config.organisations[0], Probe::Skip).await.unwrap();
+        assert!(
+            expected.reasons.len() >= 2,
+            "the test wants several reasons: {expected:?}"
+        );
+        // 8001 is revoked but shown; 899990 is active but not in Dynamics at all.
+        assert_eq!(expected.mismatch_count, 2, "{expected:?}");
+        let status = serde_json::to_value(expected.status).unwrap();
+
+        let (code, _, body) = send(&w.router, get("/api/health").bearer(TOKEN)).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        let health: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            health,
+            serde_json::to_value(vec![&expected]).unwrap(),
+            "/api/health is check()"
+        );
+
+        let (code, _, body) = send(&w.router, get("/api/overview").bearer(TOKEN)).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        let overview: Value = serde_json::from_str(&body).unwrap();
+        let org = &overview["organisations"][0];
+        assert_eq!(org["status"], status, "{org}");
+        assert_eq!(
+            org["reasons"],
+            serde_json::to_value(&expected.reasons).unwrap(),
+            "{org}"
+        );
+        assert_eq!(org["mismatches"], 2, "{org}");
+
+        let (code, _, page) = send(&w.router, get("/").bearer(TOKEN)).await;
+        assert_eq!(code, StatusCode::OK);
+        let badge = format!("<span class=\"badge {0}\">{0}</span>", status.as_str().unwrap());
+        assert!(page.contains(&badge), "{badge} in {page}");
+        let mut from = 0;
+        for reason in &expected.reasons {
+            let item = format!("<li class=\"reason\">{reason}</li>");
+            let found = page[from..]
+                .find(&item)
+                .unwrap_or_else(|| panic!("{item}, worst first, in {page}"));
+            from += found + item.len();
+        }
+        assert!(page.contains("2 mentors differ between the app and Dynamics"), "{page}");
+
+        let (code, headers, metrics) = send(&w.router, get("/metrics").bearer(TOKEN)).await;
+        assert_eq!(code, StatusCode::OK, "{metrics}");
+        assert_eq!(headers["content-type"], health_monitor::METRICS_CONTENT_TYPE);
+        let level = match status.as_str().unwrap() {
+            "healthy" => 0,
+            "degraded" => 1,
+            _ => 2,
+        };
+        let series = format!("hlf_sync_health_status{{organisation=\"hlf\"}} {level}");
+        assert!(metrics.contains(&series), "{series} in {metrics}");
+        assert!(!metrics.contains(TOKEN) && !metrics.contains(dataverse_sim::DEFAULT_CLIENT_SECRET));
+        drop(w);
+        db
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_cache_page_flags_stale_entries_by_the_shared_definition() {
+    let db = sync_store::testing::TestDatabase::sqlite().await.unwrap();
+    let w = World::new(&db).await;
+    w.with_conflict_and_failure().await;
+    let entries = w.store.cache_listing("hlf", 10).await.unwrap();
+    assert!(!entries.is_empty());
+    let stale_after = w.config.cache.stale_after;
+    // Exactly at the limit is still fresh, one second past it is stale.
+    for (offset, stale) in [(0, false), (1, true)] {
+        let as_of = entries[0].as_of;
+        w.clock
+            .set(as_of + chrono::Duration::from_std(stale_after).unwrap() + chrono::Duration::seconds(offset));
+        let shared = entries[0]
+            .staleness(sync_engine::Clock::now(&*w.clock), stale_after)
+            .stale;
+        assert_eq!(shared, stale);
+        let (_, _, body) = send(&w.router, get("/api/cache").bearer(TOKEN)).await;
+        let cache: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(cache[0]["entries"][0]["stale"], stale, "offset {offset}: {cache}");
+    }
+    drop(w);
+    db.cleanup().await.unwrap();
+}
