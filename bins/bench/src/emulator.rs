@@ -123,15 +123,11 @@ pub(crate) fn binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(cargo) = std::env::var_os("CARGO") {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let mut build = Command::new(cargo);
-        build.current_dir(&root).args([
-            "build",
-            "--locked",
-            "--quiet",
-            "-p",
-            "dataverse-sim",
-            "--bin",
-            "dataverse-sim",
-        ]);
+        // Built together with the bench (a no-op when `cargo run -p bench` just built it) so cargo unifies the same
+        // features as for the bench itself: building dataverse-sim alone would rebuild its dependencies.
+        build
+            .current_dir(&root)
+            .args(["build", "--locked", "--quiet", "-p", "bench", "-p", "dataverse-sim"]);
         if !cfg!(debug_assertions) {
             build.arg("--release");
         }
