@@ -1,0 +1,541 @@
+//! The lower bound of a run's requests, the targets of issue 9, and the Markdown the bench writes.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::harness::PhaseCost;
+use crate::scenarios::{HlfResult, NAIVE_CONCURRENCY, ReadResult, SyncPhase};
+
+/// Rows per page: Dataverse's maximum.
+pub(crate) const PAGE_ROWS: u64 = 5_000;
+/// Operations per `$batch`: Dataverse's maximum.
+pub(crate) const BATCH_OPERATIONS: u64 = 1_000;
+/// Metadata requests every run makes before it reads or writes: the table definition (its change-tracking flag),
+/// its attributes, and the option sets of the two kinds of choice column the mapping uses (picklist and yes/no).
+/// They are the schema-drift guard (DESIGN.md section 5: nothing is written to a table that no longer matches the
+/// mapping) and they prove the token works, so no WhoAmI is spent. The token request goes to Azure AD, not to
+/// Dynamics, and is not counted.
+pub(crate) const METADATA_REQUESTS: u64 = 4;
+
+/// The fewest requests a run can make: `ceil(rows read / 5,000)` pages (at least one, the delta read that finds
+/// nothing), `ceil(writes / 1,000)` batches, and the metadata constant.
+pub(crate) fn lower_bound(rows_read: u64, writes: u64) -> u64 {
+    rows_read.div_ceil(PAGE_ROWS).max(1) + writes.div_ceil(BATCH_OPERATIONS) + METADATA_REQUESTS
+}
+
+/// The issue's request target: at most 1.2 times the lower bound, plus 5.
+pub(crate) fn request_target(bound: u64) -> f64 {
+    1.2 * bound as f64 + 5.0
+}
+
+/// Peak memory allowed to a run, in MB.
+pub(crate) const PEAK_MEMORY_TARGET_MB: f64 = 150.0;
+/// Requests allowed to a delta with nothing changed.
+pub(crate) const QUIET_TARGET: u64 = 5;
+/// How many times fewer requests than the naive way.
+pub(crate) const NAIVE_FACTOR_TARGET: f64 = 20.0;
+
+/// One point of the growth curve.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct GrowthPoint {
+    /// Contacts in the emulator.
+    pub(crate) contacts: usize,
+    /// Mentors in the app.
+    pub(crate) mentors: usize,
+    /// The full sync.
+    pub(crate) run: SyncPhase,
+    /// The emulator process's own peak memory, in MB (not part of the sync's).
+    pub(crate) emulator_peak_rss_mb: f64,
+}
+
+/// DynamicsWebApi's `retrieveAll`, as its script reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct NodeRead {
+    /// Rows read.
+    pub(crate) rows: u64,
+    /// Wall seconds.
+    pub(crate) wall_s: f64,
+    /// CPU seconds (user + system).
+    pub(crate) cpu_s: f64,
+    /// Peak resident memory of the node process, in MB.
+    pub(crate) peak_rss_mb: f64,
+}
+
+/// The side-by-side full read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RetrieveAllResult {
+    /// Contacts in the emulator.
+    pub(crate) contacts: usize,
+    /// This project's client, page by page.
+    pub(crate) streamed: ReadResult,
+    /// This project's client, every row in one list.
+    pub(crate) collected: ReadResult,
+    /// DynamicsWebApi.
+    pub(crate) node: NodeRead,
+    /// `node --version`.
+    pub(crate) node_version: String,
+}
+
+/// How the figures were produced, stated at the top of each section.
+#[derive(Debug, Clone)]
+pub(crate) struct RunInfo {
+    /// The command line.
+    pub(crate) command: String,
+    /// `release` or `debug`.
+    pub(crate) profile: &'static str,
+    /// When, UTC.
+    pub(crate) date: String,
+    /// Injected latency per request.
+    pub(crate) latency_ms: u64,
+}
+
+/// A target check for the table.
+struct Check {
+    target: String,
+    measured: String,
+    pass: bool,
+}
+
+fn verdict(pass: bool) -> &'static str {
+    if pass { "PASS" } else { "FAIL" }
+}
+
+fn header(out: &mut String, info: &RunInfo) {
+    let _ = writeln!(out, "Command: `{}` ({} build).\n", info.command, info.profile);
+    let _ = writeln!(
+        out,
+        "Measured {} on the shared 2-core build machine while other builds and a fuzzer ran: wall times are those of a \
+         busy machine; CPU time, requests and memory are not affected by that. The emulator (`dataverse-sim`) runs as \
+         a separate process on loopback over HTTPS with {} ms of latency injected into every request and Dataverse's \
+         service-protection limits (6,000 requests, 1,200 s of execution time and 52 concurrent requests per user \
+         per 5 minutes); every scenario runs in a child process of the bench, so peak memory is the sync's alone.\n",
+        info.date, info.latency_ms
+    );
+}
+
+fn mb(value: f64) -> String {
+    format!("{value:.1} MB")
+}
+
+fn secs(value: f64) -> String {
+    if value >= 100.0 {
+        format!("{value:.0} s")
+    } else {
+        format!("{value:.2} s")
+    }
+}
+
+fn phase_row(out: &mut String, name: &str, phase: &SyncPhase) {
+    let bound = lower_bound(phase.rows_read, phase.written_to_dynamics);
+    let c = &phase.cost;
+    let _ = writeln!(
+        out,
+        "| {name} | {} / {} | {} | {} + {} + {METADATA_REQUESTS} = {bound} | {:.2} | {} | {} | {} | {} ({}) |",
+        phase.rows_read,
+        phase.written_to_dynamics,
+        c.requests,
+        phase.rows_read.div_ceil(PAGE_ROWS).max(1),
+        phase.written_to_dynamics.div_ceil(BATCH_OPERATIONS),
+        c.requests as f64 / bound as f64,
+        c.throttled,
+        secs(c.cost.wall_s),
+        secs(c.cost.cpu_s),
+        mb(c.cost.peak_rss_mb),
+        mb(c.cost.rss_growth_mb),
+    );
+}
+
+fn request_check(name: &str, phase: &SyncPhase) -> Check {
+    let bound = lower_bound(phase.rows_read, phase.written_to_dynamics);
+    let limit = request_target(bound);
+    Check {
+        target: format!("{name}: requests within 1.2 x lower bound + 5"),
+        measured: format!("{} <= {limit:.1}", phase.cost.requests),
+        pass: phase.cost.requests as f64 <= limit,
+    }
+}
+
+fn memory_check(name: &str, cost: &PhaseCost) -> Check {
+    Check {
+        target: format!("{name}: peak memory under {PEAK_MEMORY_TARGET_MB:.0} MB"),
+        measured: mb(cost.cost.peak_rss_mb),
+        pass: cost.cost.peak_rss_mb < PEAK_MEMORY_TARGET_MB,
+    }
+}
+
+/// The naive way's wall time over every mentor: measured when it ran over all of them, otherwise extrapolated
+/// linearly from the subset (the only figure that is extrapolated; flagged as such in the output).
+fn naive_wall(result: &HlfResult) -> (f64, bool) {
+    let naive = &result.naive;
+    if naive.mentors_done >= naive.mentors_total || naive.mentors_done == 0 {
+        (naive.cost.cost.wall_s, false)
+    } else {
+        (
+            naive.cost.cost.wall_s * naive.mentors_total as f64 / naive.mentors_done as f64,
+            true,
+        )
+    }
+}
+
+/// The hlf-50k section.
+pub(crate) fn hlf_markdown(info: &RunInfo, r: &HlfResult) -> String {
+    let mut out = String::new();
+    header(&mut out, info);
+    let _ = writeln!(
+        out,
+        "Scenario `hlf-50k`: {} contacts in Dynamics (plus the emulator's 5 demo rows), {} mentors in the app (SQLite \
+         in a temporary folder), change tracking on, the production wiring (configuration, Azure AD credential, \
+         `DynamicsClient`, `SyncService`, `Store`). Run order: (a), (c), the night's changes, (b), (c) again, (d).\n",
+        r.contacts, r.mentors
+    );
+    let _ = writeln!(
+        out,
+        "| run | rows read / written to Dynamics | API requests | lower bound (pages + batches + metadata) | ratio | \
+         throttled (429) | wall | CPU | peak memory (growth) |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    phase_row(&mut out, "(a) initial full sync", &r.full);
+    phase_row(
+        &mut out,
+        &format!(
+            "(b) nightly delta: {} contacts changed in Dynamics, {} mentors in the app, {} expired by time",
+            r.edited_in_dynamics, r.renewed_in_app, r.expired_by_time
+        ),
+        &r.nightly,
+    );
+    phase_row(
+        &mut out,
+        "(c) delta with nothing changed, after (a)",
+        &r.quiet_after_full,
+    );
+    phase_row(
+        &mut out,
+        "(c) delta with nothing changed, after (b)",
+        &r.quiet_after_nightly,
+    );
+    let naive = &r.naive;
+    let (naive_wall_s, extrapolated) = naive_wall(r);
+    let naive_requests = naive.cost.requests;
+    let _ = writeln!(
+        out,
+        "| (d) the naive way: GET + PATCH per mentor, {} mentors | - / {} | {naive_requests} | - | - | {} | {}{} | {} | \
+         {} ({}) |",
+        naive.mentors_done,
+        naive.mentors_done - naive.not_found,
+        naive.cost.throttled,
+        secs(naive_wall_s),
+        if extrapolated { " (extrapolated)" } else { "" },
+        secs(naive.cost.cost.cpu_s),
+        mb(naive.cost.cost.peak_rss_mb),
+        mb(naive.cost.cost.rss_growth_mb),
+    );
+    let _ = writeln!(out);
+
+    let mut checks = vec![
+        request_check("(a)", &r.full),
+        request_check("(b)", &r.nightly),
+        request_check("(c) after (a)", &r.quiet_after_full),
+        request_check("(c) after (b)", &r.quiet_after_nightly),
+    ];
+    for (name, phase) in [
+        ("(c) after (a)", &r.quiet_after_full),
+        ("(c) after (b)", &r.quiet_after_nightly),
+    ] {
+        checks.push(Check {
+            target: format!("{name}: a delta with nothing changed makes at most {QUIET_TARGET} requests"),
+            measured: phase.cost.requests.to_string(),
+            pass: phase.cost.requests <= QUIET_TARGET,
+        });
+    }
+    for (name, phase) in [
+        ("(a)", &r.full),
+        ("(b)", &r.nightly),
+        ("(c) after (a)", &r.quiet_after_full),
+        ("(c) after (b)", &r.quiet_after_nightly),
+    ] {
+        checks.push(memory_check(name, &phase.cost));
+    }
+    // The naive request count is only comparable when the naive loop covered every mentor.
+    let naive_complete = naive.mentors_done >= naive.mentors_total;
+    for (name, phase) in [("(b) nightly delta", &r.nightly), ("(a) initial full sync", &r.full)] {
+        let factor = naive_requests as f64 / phase.cost.requests.max(1) as f64;
+        checks.push(Check {
+            target: format!("{name}: at least {NAIVE_FACTOR_TARGET:.0}x fewer requests than the naive way"),
+            measured: if naive_complete {
+                format!("{factor:.0}x ({naive_requests} / {})", phase.cost.requests)
+            } else {
+                format!(
+                    "not measured: the naive way ran over {} of {} mentors",
+                    naive.mentors_done, naive.mentors_total
+                )
+            },
+            pass: naive_complete && factor >= NAIVE_FACTOR_TARGET,
+        });
+    }
+    for (name, phase) in [
+        ("(b)", &r.nightly),
+        ("(c) after (a)", &r.quiet_after_full),
+        ("(c) after (b)", &r.quiet_after_nightly),
+    ] {
+        let followed = phase.delta_link_before && phase.full_resyncs == 0 && (phase.rows_read as usize) < r.contacts;
+        checks.push(Check {
+            target: format!("{name}: followed the stored delta link (change tracking)"),
+            measured: format!(
+                "delta link stored: {}, full resyncs: {}, rows read: {}",
+                if phase.delta_link_before { "yes" } else { "no" },
+                phase.full_resyncs,
+                phase.rows_read
+            ),
+            pass: followed,
+        });
+    }
+    let _ = writeln!(out, "| target | measured | result |");
+    let _ = writeln!(out, "| --- | --- | --- |");
+    for check in &checks {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            check.target,
+            check.measured,
+            verdict(check.pass)
+        );
+    }
+    let _ = writeln!(out);
+
+    let _ = writeln!(
+        out,
+        "- API requests are the client's own count (a `$batch` is one request, a retry counts again). The \
+         emulator counted {}, {}, {}, {} and {} requests for (a), (b), (c) after (a), (c) after (b) and (d); its \
+         count includes the Azure AD token requests (one per token, made when the client first needs one), which go \
+         to the token endpoint rather than to Dynamics' Web API.",
+        r.full.cost.sim.requests,
+        r.nightly.cost.sim.requests,
+        r.quiet_after_full.cost.sim.requests,
+        r.quiet_after_nightly.cost.sim.requests,
+        naive.cost.sim.requests
+    );
+    let _ = writeln!(
+        out,
+        "- The lower bound's constant is {METADATA_REQUESTS} metadata requests per run: the table definition (which \
+         says whether change tracking is on), its attributes, and the option sets of the picklist and yes/no \
+         columns the mapping uses. They are the schema-drift guard (nothing is written to a table that no longer \
+         matches the mapping) and prove the token, so no WhoAmI is needed."
+    );
+    let echoes = r.nightly.rows_read.saturating_sub(r.edited_in_dynamics as u64);
+    let _ = writeln!(
+        out,
+        "- (b) read {} contacts through the delta link: the {} edited in Dynamics{}. It wrote {} mentors to the app \
+         and {} to Dynamics ({} changed in the app, {} expired overnight with no app row changed). (c) after (a) \
+         read {} rows and (c) after (b) {}: a run's own writes to Dynamics come back once in the next delta, because \
+         the delta token is taken when a read starts.",
+        r.nightly.rows_read,
+        r.edited_in_dynamics,
+        if echoes == 0 {
+            String::new()
+        } else {
+            format!(" and {echoes} rows an earlier run wrote itself")
+        },
+        r.nightly.written_to_app,
+        r.nightly.written_to_dynamics,
+        r.renewed_in_app,
+        r.expired_by_time,
+        r.quiet_after_full.rows_read,
+        r.quiet_after_nightly.rows_read
+    );
+    let _ = writeln!(
+        out,
+        "- (d) runs through the same `DynamicsClient` (its rate budget, which keeps 10% headroom under the 6,000 \
+         requests per 5 minutes, and its retries), {} request at a time, as a hand-written loop does. It made {} \
+         requests for {} mentors; the client waited {:.0} s for its rate budget and Dynamics answered {} requests \
+         with 429 ({:.1} requests/s on average; 6,000 per 5 minutes is 20 per second).{}",
+        NAIVE_CONCURRENCY,
+        naive_requests,
+        naive.mentors_done,
+        naive.cost.waited_s,
+        naive.cost.sim.throttled,
+        naive_requests as f64 / naive.cost.cost.wall_s.max(0.001),
+        if extrapolated {
+            format!(
+                " It ran over the first {} of the {} mentors only: its wall time is extrapolated linearly to all of \
+                 them (which understates it, since the rate budget bites harder the longer it runs); its request \
+                 count is not extrapolated and the request-ratio targets are not judged.",
+                naive.mentors_done, naive.mentors_total
+            )
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        out,
+        "- Peak memory is the bench process's resident set at its highest during the run (VmHWM, reset before each \
+         run); the figure in parentheses is its growth over the resident set at the start of the run."
+    );
+    out
+}
+
+/// The growth-curve section.
+pub(crate) fn growth_markdown(info: &RunInfo, points: &[GrowthPoint]) -> String {
+    let mut out = String::new();
+    header(&mut out, info);
+    let _ = writeln!(
+        out,
+        "The initial full sync at growing table sizes, each in a fresh emulator and a fresh child process. The app \
+         has 5,000 mentors (or as many as there are contacts); only the contact table grows, so the writes stay the \
+         same and the pages grow as rows / 5,000.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| contacts | mentors | rows read | API requests | lower bound | ratio | throttled | wall | CPU | peak memory \
+         (growth) | emulator's own peak |"
+    );
+    let _ = writeln!(
+        out,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    for p in points {
+        let r = &p.run;
+        let bound = lower_bound(r.rows_read, r.written_to_dynamics);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {bound} | {:.2} | {} | {} | {} | {} ({}) | {} |",
+            p.contacts,
+            p.mentors,
+            r.rows_read,
+            r.cost.requests,
+            r.cost.requests as f64 / bound as f64,
+            r.cost.throttled,
+            secs(r.cost.cost.wall_s),
+            secs(r.cost.cost.cpu_s),
+            mb(r.cost.cost.peak_rss_mb),
+            mb(r.cost.cost.rss_growth_mb),
+            mb(p.emulator_peak_rss_mb),
+        );
+    }
+    let _ = writeln!(out);
+    let mut checks = Vec::new();
+    for p in points {
+        checks.push(request_check(&format!("{} contacts", p.contacts), &p.run));
+        checks.push(memory_check(&format!("{} contacts", p.contacts), &p.run.cost));
+    }
+    if let (Some(first), Some(last)) = (points.first(), points.last()) {
+        let (low, high) = (first.run.cost.cost.peak_rss_mb, last.run.cost.cost.peak_rss_mb);
+        let rows = last.contacts as f64 / first.contacts.max(1) as f64;
+        checks.push(Check {
+            target: format!(
+                "memory stays flat: peak at {} contacts within 1.5x of the peak at {}",
+                last.contacts, first.contacts
+            ),
+            measured: format!(
+                "{} vs {} ({:.2}x for {rows:.0}x the rows)",
+                mb(high),
+                mb(low),
+                high / low.max(0.1)
+            ),
+            pass: high <= 1.5 * low,
+        });
+    }
+    let _ = writeln!(out, "| target | measured | result |");
+    let _ = writeln!(out, "| --- | --- | --- |");
+    for check in &checks {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            check.target,
+            check.measured,
+            verdict(check.pass)
+        );
+    }
+    out
+}
+
+/// The side-by-side full read section.
+pub(crate) fn retrieve_all_markdown(info: &RunInfo, r: &RetrieveAllResult) -> String {
+    let mut out = String::new();
+    header(&mut out, info);
+    let _ = writeln!(
+        out,
+        "A full read of the {} contacts with the engine's `$select` ({} columns, pages of 5,000) against the same \
+         emulator instance, each reader in its own process, one after the other: this project's `DynamicsClient` \
+         page by page (`pages`, as the engine reads) and into one list (`all_rows`), and DynamicsWebApi 2.5.0's \
+         `retrieveAll` (node {}, `bins/bench/node/retrieve-all.mjs`), which returns every row in one array. Wall and \
+         CPU time cover the read alone (token request included, process start excluded); peak memory is the whole \
+         process's (VmHWM for ours, `process.resourceUsage().maxRSS` for node).\n",
+        r.contacts,
+        r.streamed.select.len(),
+        r.node_version
+    );
+    let _ = writeln!(
+        out,
+        "| reader | rows | wall | CPU | peak memory | wall vs DynamicsWebApi | CPU vs DynamicsWebApi | memory vs \
+         DynamicsWebApi |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let node = &r.node;
+    for (name, read) in [
+        ("this project's client, streamed (`pages`)", &r.streamed),
+        ("this project's client, collected (`all_rows`)", &r.collected),
+    ] {
+        let c = &read.cost.cost;
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} | {:.2}x | {:.2}x | {:.2}x |",
+            read.rows,
+            secs(c.wall_s),
+            secs(c.cpu_s),
+            mb(c.peak_rss_mb),
+            c.wall_s / node.wall_s,
+            c.cpu_s / node.cpu_s.max(0.001),
+            c.peak_rss_mb / node.peak_rss_mb.max(0.1),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "| DynamicsWebApi `retrieveAll` | {} | {} | {} | {} | 1x | 1x | 1x |",
+        node.rows,
+        secs(node.wall_s),
+        secs(node.cpu_s),
+        mb(node.peak_rss_mb)
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "Ratios below 1 mean this project's client used less. This project's client made {} requests for the read \
+         (one per page of 5,000); wall time is mostly the injected latency and the emulator's serving time, the same \
+         for both readers.",
+        r.streamed.cost.requests
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(rows_read: u64, writes: u64, expected: u64) {
+        assert_eq!(
+            lower_bound(rows_read, writes),
+            expected,
+            "rows {rows_read}, writes {writes}"
+        );
+    }
+
+    #[test]
+    fn lower_bound_is_pages_plus_batches_plus_metadata() {
+        check(50_000, 5_000, 10 + 5 + 4);
+        check(50_005, 5_000, 11 + 5 + 4);
+        check(5_500, 150, 2 + 1 + 4);
+        check(4_999, 1_000, 1 + 1 + 4);
+        check(5_001, 1_001, 2 + 2 + 4);
+        // A delta that finds nothing still reads one (empty) page.
+        check(0, 0, 1 + 4);
+        check(500_000, 5_000, 100 + 5 + 4);
+    }
+
+    #[test]
+    fn request_target_allows_a_fifth_more_plus_five() {
+        assert!((request_target(19) - 27.8).abs() < 1e-9);
+        assert!((request_target(5) - 11.0).abs() < 1e-9);
+    }
+}

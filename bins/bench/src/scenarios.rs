@@ -1,0 +1,304 @@
+//! What a child process of the bench measures, against an emulator its parent started: the hlf-50k runs, one full
+//! sync (a point of the growth curve), or a full read of the contacts. Each prints one JSON result.
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use dynamics_client::{Filter, Literal, Query, Row};
+use field_mapping::{AppRecord, AppValue};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sync_engine::{FixedClock, SyncService, certification_view, local_today};
+use sync_store::{AppStore, Direction, RunStatus};
+use uuid::Uuid;
+
+use crate::harness::{FIRST_MEMBER, Harness, ORGANISATION, PhaseCost};
+
+/// The record kind the engine syncs (the mapping's `[records.mentor]`).
+const MENTOR: &str = "mentor";
+/// The naive integration's requests in flight: one, as a hand-written loop over the mentors does.
+pub(crate) const NAIVE_CONCURRENCY: usize = 1;
+
+/// One sync run, measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SyncPhase {
+    /// Requests, throttling, wall, CPU and memory.
+    pub(crate) cost: PhaseCost,
+    /// Contacts the run read from Dynamics.
+    pub(crate) rows_read: u64,
+    /// Mentors written to Dynamics.
+    pub(crate) written_to_dynamics: u64,
+    /// Mentors written to the app.
+    pub(crate) written_to_app: u64,
+    /// Whether a delta link was stored before the run (so the run could follow it).
+    pub(crate) delta_link_before: bool,
+    /// Full resyncs the run had to do because its delta token expired.
+    pub(crate) full_resyncs: u64,
+}
+
+/// The naive way, measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct NaivePhase {
+    /// Mentors the scenario has.
+    pub(crate) mentors_total: usize,
+    /// Mentors the naive loop went through (all of them, or a documented subset).
+    pub(crate) mentors_done: usize,
+    /// Mentors with no contact in Dynamics (GET answered no row, so no PATCH).
+    pub(crate) not_found: usize,
+    /// Requests, throttling, wall, CPU and memory.
+    pub(crate) cost: PhaseCost,
+}
+
+/// The hlf-50k scenario, measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct HlfResult {
+    /// Contacts generated in the emulator.
+    pub(crate) contacts: usize,
+    /// Mentors in the app.
+    pub(crate) mentors: usize,
+    /// (a) the initial full sync.
+    pub(crate) full: SyncPhase,
+    /// (c) a delta with nothing changed, right after (a).
+    pub(crate) quiet_after_full: SyncPhase,
+    /// (b) the nightly delta.
+    pub(crate) nightly: SyncPhase,
+    /// (c) again, right after (b).
+    pub(crate) quiet_after_nightly: SyncPhase,
+    /// (d) the naive way.
+    pub(crate) naive: NaivePhase,
+    /// Contacts edited in Dynamics before (b).
+    pub(crate) edited_in_dynamics: usize,
+    /// Mentors whose certification the app changed before (b).
+    pub(crate) renewed_in_app: usize,
+    /// Certifications that expired by the passing of time before (b).
+    pub(crate) expired_by_time: usize,
+}
+
+/// A full read of the contacts by this project's client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ReadResult {
+    /// Rows read.
+    pub(crate) rows: u64,
+    /// The `$select` used (so the other client can use the same).
+    pub(crate) select: Vec<String>,
+    /// Requests, wall, CPU and memory.
+    pub(crate) cost: PhaseCost,
+}
+
+/// How this project's client reads every contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+pub(crate) enum ReadMode {
+    /// Page by page, as the engine reads (`DynamicsClient::pages`), keeping one page at a time.
+    Streamed,
+    /// Every row in one list (`DynamicsClient::all_rows`), as `retrieveAll` returns them.
+    Collected,
+}
+
+/// The hlf-50k runs, in this order: (a) full sync, (c) nothing changed, the night's changes, (b) nightly delta,
+/// (c) nothing changed again, (d) the naive way over the first `naive_mentors` mentors.
+pub(crate) async fn hlf(
+    h: &Harness,
+    contacts: usize,
+    mentors: usize,
+    naive_mentors: usize,
+) -> anyhow::Result<HlfResult> {
+    let now = Utc::now();
+    let today = local_today(now, h.organisation.time_zone);
+    eprintln!("bench: seeding the app with {mentors} mentors");
+    h.seed_mentors(mentors, now, today).await?;
+    let clock = Arc::new(FixedClock::new(now));
+    let service = h.service(clock.clone())?;
+
+    eprintln!("bench: (a) initial full sync");
+    let full = sync_phase(h, &service).await?;
+    eprintln!("bench: (c) delta with nothing changed");
+    let quiet_after_full = sync_phase(h, &service).await?;
+
+    // The night's changes: 1% of contacts edited in Dynamics (every 100th member number from the 50th), 2% of
+    // mentors changed in the app (every 50th from the 25th), and the clock moved to the next day so the 1% whose
+    // certification expires today (every 100th from the first) expire by time with no app row changed. The three
+    // sets are disjoint.
+    let edited: Vec<String> = (50..contacts)
+        .step_by(100)
+        .map(|i| (FIRST_MEMBER + i).to_string())
+        .collect();
+    for chunk in edited.chunks(dynamics_client::MAX_BATCH_OPERATIONS) {
+        h.edit_in_dynamics(chunk, "firstname", "Endret").await?;
+    }
+    let renewed: Vec<usize> = (25..mentors).step_by(50).collect();
+    for &i in &renewed {
+        h.renew_certification(i, now, today).await?;
+    }
+    let expired_by_time = (0..mentors).step_by(100).count();
+    clock.set(now + Duration::days(1));
+
+    eprintln!("bench: (b) nightly delta");
+    let nightly = sync_phase(h, &service).await?;
+    eprintln!("bench: (c) delta with nothing changed, after (b)");
+    let quiet_after_nightly = sync_phase(h, &service).await?;
+
+    let naive_mentors = naive_mentors.min(mentors);
+    eprintln!("bench: (d) the naive way over {naive_mentors} mentors (one GET and one PATCH each, one at a time)");
+    let next_day = now + Duration::days(1);
+    let naive = naive(h, mentors, naive_mentors, next_day).await?;
+    Ok(HlfResult {
+        contacts,
+        mentors,
+        full,
+        quiet_after_full,
+        nightly,
+        quiet_after_nightly,
+        naive,
+        edited_in_dynamics: edited.len(),
+        renewed_in_app: renewed.len(),
+        expired_by_time,
+    })
+}
+
+/// One initial full sync with `mentors` mentors in the app: a point of the growth curve.
+pub(crate) async fn full_sync(h: &Harness, mentors: usize) -> anyhow::Result<SyncPhase> {
+    let now = Utc::now();
+    h.seed_mentors(mentors, now, local_today(now, h.organisation.time_zone))
+        .await?;
+    let service = h.service(Arc::new(FixedClock::new(now)))?;
+    sync_phase(h, &service).await
+}
+
+/// Every contact read with the mapping's `$select`, streamed or collected.
+pub(crate) async fn read_all(h: &Harness, mode: ReadMode) -> anyhow::Result<ReadResult> {
+    let mapping = h
+        .organisation
+        .mapping
+        .record(MENTOR)
+        .context("the mapping has no mentor record")?;
+    let select = mapping.select_columns();
+    let query = Query::new(mapping.entity_set()).select(&select);
+    let (rows, cost) = h
+        .phase(async {
+            match mode {
+                ReadMode::Streamed => {
+                    let mut pages = Box::pin(h.client.pages::<Row>(&query));
+                    let mut rows = 0u64;
+                    while let Some(page) = pages.next().await {
+                        rows += page?.rows.len() as u64;
+                    }
+                    Ok(rows)
+                }
+                ReadMode::Collected => {
+                    let all: Vec<Row> = h.client.all_rows(&query).await?;
+                    Ok(all.len() as u64)
+                }
+            }
+        })
+        .await?;
+    Ok(ReadResult { rows, select, cost })
+}
+
+async fn sync_phase(h: &Harness, service: &SyncService) -> anyhow::Result<SyncPhase> {
+    let table = h
+        .organisation
+        .mapping
+        .record(MENTOR)
+        .context("the mapping has no mentor record")?
+        .table()
+        .to_owned();
+    let before = h.store.watermark(ORGANISATION, Direction::Pull, &table).await?;
+    let (report, cost) = h.phase(async { Ok(service.run().await?) }).await?;
+    if report.status != RunStatus::Succeeded {
+        bail!(
+            "the run ended {:?}: {}",
+            report.status,
+            report
+                .error
+                .as_deref()
+                .unwrap_or("records failed; see the failed-record queue")
+        );
+    }
+    Ok(SyncPhase {
+        cost,
+        rows_read: report.metrics.pull.read,
+        written_to_dynamics: report.metrics.push.written,
+        written_to_app: report.metrics.pull.written,
+        delta_link_before: before.delta_link.is_some(),
+        full_resyncs: report.metrics.full_resyncs,
+    })
+}
+
+/// The way a typical hand-written integration does the nightly push: for each mentor, look the contact up by member
+/// number (`GET contacts?$filter=hlf_membernumber eq '...'`) and write the certification columns to it
+/// (`PATCH contacts(id)`), one request at a time, through the same `DynamicsClient` (its rate budget and retries
+/// apply). It reads nothing back from Dynamics and pushes every mentor whether or not anything changed.
+async fn naive(h: &Harness, mentors_total: usize, count: usize, now: DateTime<Utc>) -> anyhow::Result<NaivePhase> {
+    let mapping = h
+        .organisation
+        .mapping
+        .record(MENTOR)
+        .context("the mapping has no mentor record")?;
+    let writer = h.client.writer(mapping);
+    let key_column = mapping.alternate_key().column.clone();
+    let primary_id = mapping.primary_id().to_owned();
+    let today = local_today(now, h.organisation.time_zone);
+    let (not_found, cost) = h
+        .phase(async {
+            let ids: Vec<String> = (0..count).map(|i| format!("m{i}")).collect();
+            let mut not_found = 0;
+            for chunk in ids.chunks(500) {
+                for snapshot in h.store.mentors(ORGANISATION, chunk).await? {
+                    let Some(member) = snapshot.mentor.member_number.as_deref() else {
+                        continue;
+                    };
+                    let body = certification_body(mapping, &snapshot.certifications, today, now)?;
+                    let query = Query::new(mapping.entity_set())
+                        .select(std::slice::from_ref(&primary_id))
+                        .filter(Filter::eq(&key_column, Literal::Text(member)));
+                    let rows: Vec<Row> = h.client.all_rows(&query).await?;
+                    let Some(row) = rows.first() else {
+                        not_found += 1;
+                        continue;
+                    };
+                    let id = row
+                        .get(&primary_id)
+                        .and_then(|v| v.as_str())
+                        .and_then(|v| Uuid::parse_str(v).ok())
+                        .context("a contact without an id")?;
+                    let etag = row.get("@odata.etag").and_then(|v| v.as_str()).unwrap_or("*");
+                    writer.update_if_unchanged(id, &body, etag).await?;
+                }
+            }
+            Ok(not_found)
+        })
+        .await?;
+    Ok(NaivePhase {
+        mentors_total,
+        mentors_done: count,
+        not_found,
+        cost,
+    })
+}
+
+/// The certification columns for one mentor, converted by the mapping (the same status rule as the engine's).
+fn certification_body(
+    mapping: &field_mapping::RecordMapping,
+    certifications: &[sync_store::Certification],
+    today: NaiveDate,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Row> {
+    let view = certification_view(certifications, today);
+    let record: AppRecord = [
+        ("certification_status", AppValue::Choice(view.status.to_owned())),
+        (
+            "certification_expiry",
+            view.expires_on.map_or(AppValue::Null, AppValue::Date),
+        ),
+        ("show_on_public_site", AppValue::Bool(view.status == "active")),
+        ("app_synced_on", AppValue::DateTime(now)),
+    ]
+    .into_iter()
+    .map(|(field, value)| (field.to_owned(), value))
+    .collect();
+    mapping.to_dataverse(&record).map_err(|errors| {
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("the certification columns do not convert: {}", text.join("; "))
+    })
+}
