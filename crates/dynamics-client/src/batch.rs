@@ -136,8 +136,7 @@ impl DynamicsClient {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        let parts = parse_multipart(content_type, &answer.body)?;
-        Ok(map_results(parts, calls.len(), mode == BatchMode::Atomic))
+        decode_batch(content_type, &answer.body, calls.len(), mode == BatchMode::Atomic)
     }
 }
 
@@ -262,6 +261,12 @@ fn write_part(out: &mut Vec<u8>, call: &Call, content_id: Option<usize>) {
         out.extend_from_slice(body);
     }
     push(out, CRLF);
+}
+
+/// Decodes a batch answer (its content type and body) into one result per operation sent, in order.
+pub(crate) fn decode_batch(content_type: &str, body: &[u8], expected: usize, atomic: bool) -> Result<Vec<PartResult>> {
+    let parts = parse_multipart(content_type, body)?;
+    Ok(map_results(parts, expected, atomic))
 }
 
 /// One parsed response part: an operation's answer, or a change set's answers.

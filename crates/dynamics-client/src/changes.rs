@@ -88,7 +88,7 @@ impl DynamicsClient {
     }
 }
 
-fn to_change_page(page: Page<Value>) -> Result<ChangePage> {
+pub(crate) fn to_change_page(page: Page<Value>) -> Result<ChangePage> {
     let changes = page
         .rows
         .into_iter()

@@ -24,6 +24,11 @@ mod metadata;
 mod query;
 mod write;
 
+/// Thin wrappers around the crate-private decoders for the fuzz targets under `fuzz/`; not part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use auth::{AzureAdTokenSource, BearerToken, StaticTokenSource, TokenSource};
 pub use batch::{BatchMode, BatchOperation, BatchSizer, MAX_BATCH_OPERATIONS, PartResult};
 pub use changes::{Change, ChangePage, ChangeRead};

@@ -342,38 +342,47 @@ impl DynamicsClient {
             call = call.header("prefer", &prefer.join(","));
         }
         let answer = self.send(&call).await?;
-        let body: PageBody<T> = serde_json::from_slice(&answer.body)
-            .map_err(|e| Error::decode(format!("a page of {}", call.url.path()), e))?;
-        let next = match body.next_link {
+        let (page, next_link) = decode_page(&answer.body, call.url.path())?;
+        let next = match next_link {
             Some(link) => Some(self.same_origin(&link)?),
             None => None,
         };
-        Ok((
-            Page {
-                rows: body.value,
-                count: body.count,
-                delta_link: body.delta_link,
-            },
-            next,
-        ))
+        Ok((page, next))
     }
 
     /// Parses a link Dynamics returned and checks it points at the same instance, so the bearer token is never sent
     /// elsewhere.
     pub(crate) fn same_origin(&self, link: &str) -> Result<Url> {
-        let url = Url::parse(link).map_err(|e| Error::decode("a next or delta link", e))?;
-        if url.origin() != self.inner.api_base.origin() {
-            return Err(Error::Decode {
-                what: "a next or delta link".to_owned(),
-                source: format!(
-                    "the link points at another host ({})",
-                    url.origin().ascii_serialization()
-                )
-                .into(),
-            });
-        }
-        Ok(url)
+        same_origin_as(&self.inner.api_base, link)
     }
+}
+
+/// Decodes a page body into its rows, count and delta link, and the `@odata.nextLink` as sent (not yet checked
+/// against the instance). `path` names the table in the error.
+pub(crate) fn decode_page<T: DeserializeOwned>(body: &[u8], path: &str) -> Result<(Page<T>, Option<String>)> {
+    let body: PageBody<T> = serde_json::from_slice(body).map_err(|e| Error::decode(format!("a page of {path}"), e))?;
+    let page = Page {
+        rows: body.value,
+        count: body.count,
+        delta_link: body.delta_link,
+    };
+    Ok((page, body.next_link))
+}
+
+/// Parses `link` and accepts it only when it has the same origin as `base`.
+pub(crate) fn same_origin_as(base: &Url, link: &str) -> Result<Url> {
+    let url = Url::parse(link).map_err(|e| Error::decode("a next or delta link", e))?;
+    if url.origin() != base.origin() {
+        return Err(Error::Decode {
+            what: "a next or delta link".to_owned(),
+            source: format!(
+                "the link points at another host ({})",
+                url.origin().ascii_serialization()
+            )
+            .into(),
+        });
+    }
+    Ok(url)
 }
 
 #[cfg(test)]
