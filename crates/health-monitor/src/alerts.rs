@@ -79,12 +79,12 @@ impl HealthMonitor {
             }
             queued += fresh;
         }
+        let open = self.store.active_alerts(org).await?;
         for cause in MANAGED_CAUSES {
             if wanted.iter().any(|c| c.cause == cause) {
                 continue;
             }
-            let open = self.store.active_alerts(org).await?;
-            let Some(alert) = open.into_iter().find(|a| a.cause == cause) else {
+            let Some(alert) = open.iter().find(|a| a.cause == cause) else {
                 continue;
             };
             if self.store.resolve_alert(org, cause, now).await? {
