@@ -120,7 +120,7 @@ try {
   await page.waitForURL(/\/failures$/);
   const row = page.locator('tr.failure', { hasText: '899990' });
   assert.equal(await row.count(), 1);
-  assert.match(await row.innerText(), /no contact with member number 899990/);
+  assert.match(await row.innerText(), /no contact in Dynamics has the mentor's member number/);
   assert.equal(await row.locator('.state').innerText(), 'dead');
   await submit(page, row.getByRole('button', { name: 'Requeue' }), /\/failures\?notice=requeued$/);
   assert.equal(await page.locator('tr.failure', { hasText: '899990' }).locator('.state').innerText(), 'retrying');

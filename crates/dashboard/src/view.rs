@@ -461,6 +461,7 @@ pub(crate) async fn conflicts(shared: &Shared, org: Option<&str>) -> Result<Vec<
                 ConflictState::Open => ("open", None),
                 ConflictState::Resolved(side) => ("resolved", Some(side)),
                 ConflictState::Applied => ("applied", None),
+                ConflictState::Settled => ("settled", None),
             };
             out.push(ConflictView {
                 id: c.id,

@@ -61,6 +61,9 @@ pub(crate) enum Action {
     Hang(Duration),
     /// Answer 429 with this `Retry-After`.
     Throttle(u64),
+    /// Carry the request out, then hold the answer this long and drop the connection: Dynamics finishing a request
+    /// the client gave up on.
+    LateAnswer(Duration),
 }
 
 /// A pending etag race: the next update of a matching row first gets a server-side modification.

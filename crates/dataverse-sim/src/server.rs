@@ -612,11 +612,27 @@ fn to_response(r: ApiResponse) -> Response {
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
+/// What the handler does after injecting: the latency to spend, and whether to withhold the answer after carrying
+/// the request out (how long, before the connection is dropped).
+struct Injected {
+    latency: Duration,
+    late: Option<Duration>,
+}
+
 /// Applies latency and the fault decided for this request; returns the answer when the fault replaces it.
 /// The latency is returned rather than slept so a Web API request can spend it while holding its concurrency slot.
-async fn inject(shared: &Shared, peer: SocketAddr) -> Result<Duration, Response> {
+async fn inject(shared: &Shared, peer: SocketAddr) -> Result<Injected, Response> {
     let (latency, action) = lock(&shared.faults).decide(shared.clock.now());
-    let Some(action) = action else { return Ok(latency) };
+    let Some(action) = action else {
+        return Ok(Injected { latency, late: None });
+    };
+    if let Action::LateAnswer(hold) = action {
+        shared.stats.faults.fetch_add(1, Ordering::Relaxed);
+        return Ok(Injected {
+            latency,
+            late: Some(hold),
+        });
+    }
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
@@ -651,7 +667,7 @@ async fn inject(shared: &Shared, peer: SocketAddr) -> Result<Duration, Response>
             shared.kill(peer);
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
-        Action::Hang(d) => {
+        Action::Hang(d) | Action::LateAnswer(d) => {
             tokio::time::sleep(d).await;
             shared.kill(peer);
             StatusCode::GATEWAY_TIMEOUT.into_response()
@@ -686,11 +702,15 @@ async fn token_handler(
     req: Request,
 ) -> Response {
     shared.stats.requests.fetch_add(1, Ordering::Relaxed);
-    match inject(&shared, peer).await {
-        Ok(latency) if !latency.is_zero() => tokio::time::sleep(latency).await,
-        Ok(_) => {}
+    let late = match inject(&shared, peer).await {
+        Ok(injected) => {
+            if !injected.latency.is_zero() {
+                tokio::time::sleep(injected.latency).await;
+            }
+            injected.late
+        }
         Err(r) => return r,
-    }
+    };
     let body = match read_body(req.into_body(), TOKEN_BODY_LIMIT, BODY_TIMEOUT).await {
         Ok(body) => body,
         // Azure AD's front end answers these without an Azure AD error body.
@@ -699,7 +719,17 @@ async fn token_handler(
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let now = shared.clock.now();
     let result = lock(&shared.dir).token(&tenant, &form, &shared.resources, shared.settings.token_lifetime, now);
+    if let Some(hold) = late {
+        return withhold(&shared, peer, hold).await;
+    }
     token_answer(result)
+}
+
+/// Holds back the answer of a request that was carried out, then drops the connection.
+async fn withhold(shared: &Shared, peer: SocketAddr, hold: Duration) -> Response {
+    tokio::time::sleep(hold).await;
+    shared.kill(peer);
+    StatusCode::GATEWAY_TIMEOUT.into_response()
 }
 
 /// Any method but POST on the token endpoint: Azure AD's AADSTS900561.
@@ -743,8 +773,8 @@ async fn api_handler(
     req: Request,
 ) -> Response {
     shared.stats.requests.fetch_add(1, Ordering::Relaxed);
-    let latency = match inject(&shared, peer).await {
-        Ok(latency) => latency,
+    let Injected { latency, late } = match inject(&shared, peer).await {
+        Ok(injected) => injected,
         Err(r) => return r,
     };
     let now = shared.clock.now();
@@ -799,6 +829,9 @@ async fn api_handler(
     permit.charge(response.ops, now);
     drop(permit);
     shared.stats.rows.fetch_add(response.rows, Ordering::Relaxed);
+    if let Some(hold) = late {
+        return withhold(&shared, peer, hold).await;
+    }
     let (requests_left, time_left) = shared.limiter.remaining(user);
     let mut r = to_response(response);
     if let Ok(v) = HeaderValue::from_str(&requests_left.to_string()) {
@@ -1235,6 +1268,13 @@ impl Faults {
     pub fn timeout_next(&self, n: u32) {
         let hang = self.state().hang;
         self.state().push(Action::Hang(hang), n);
+    }
+
+    /// Carries the next `n` requests out but withholds their answers for the hang duration, then drops their
+    /// connections: Dynamics finishing a request after the client gave up (a write that landed unconfirmed).
+    pub fn answer_late_next(&self, n: u32) {
+        let hang = self.state().hang;
+        self.state().push(Action::LateAnswer(hang), n);
     }
 
     /// Answers the next `n` requests with 429 and `Retry-After: retry_after` (whole seconds, at least 1).

@@ -247,6 +247,9 @@ impl Db {
         if created && def.attr("createdon").is_some() {
             data.insert("createdon".into(), ts);
         }
+        if created {
+            default_state(def, data);
+        }
         if def.attr("fullname").is_some() {
             let part = |c: &str| data.get(c).and_then(Value::as_str).unwrap_or("").to_owned();
             let full = format!("{} {}", part("firstname"), part("lastname")).trim().to_owned();
@@ -314,6 +317,7 @@ impl Db {
             .unwrap_or_else(Uuid::new_v4);
         data.insert(pk, Value::String(id.to_string()));
         self.check_keys(t, id, &data)?;
+        default_state(def, &mut data);
         let ts = Value::String(odata::format_datetime(now));
         for c in stamps {
             if data.get(c).is_none_or(Value::is_null) {
@@ -367,5 +371,14 @@ impl Db {
         let version = self.next_version();
         self.tables[t].deleted.push((version, id));
         Ok(())
+    }
+}
+
+/// A new row is active, as in Dataverse: `statecode` 0 and `statuscode` 1 unless the creator set them.
+fn default_state(def: &TableDef, data: &mut Map<String, Value>) {
+    for (column, value) in [("statecode", 0), ("statuscode", 1)] {
+        if def.attr(column).is_some() && data.get(column).is_none_or(Value::is_null) {
+            data.insert(column.into(), Value::from(value));
+        }
     }
 }

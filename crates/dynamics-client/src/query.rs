@@ -131,9 +131,11 @@ impl Filter {
         Filter(format!("startswith({column},{})", Literal::Text(text)))
     }
 
-    /// `column eq v1 or column eq v2 ...`, for looking rows up by a set of keys. `None` for an empty set.
+    /// `column eq v1 or column eq v2 ...`, for looking rows up by a set of keys. `None` for an empty set. The
+    /// disjunction is flat (no nesting per value), so a long list stays within Dataverse's nesting limit.
     pub fn any_of<'a>(column: &str, values: impl IntoIterator<Item = Literal<'a>>) -> Option<Filter> {
-        values.into_iter().map(|v| Filter::eq(column, v)).reduce(Filter::or)
+        let terms: Vec<String> = values.into_iter().map(|v| Filter::eq(column, v).0).collect();
+        (!terms.is_empty()).then(|| Filter(terms.join(" or ")))
     }
 
     /// A configured expression, used as given (inside parentheses when combined).
@@ -441,7 +443,7 @@ mod tests {
         check(f, "((a eq 1) or (b eq 2)) and (not (statecode eq 0))");
         check(
             Filter::any_of("k", [Literal::Text("1"), Literal::Text("2"), Literal::Text("3")]).unwrap(),
-            "((k eq '1') or (k eq '2')) or (k eq '3')",
+            "k eq '1' or k eq '2' or k eq '3'",
         );
         assert_eq!(Filter::any_of("k", []), None);
     }

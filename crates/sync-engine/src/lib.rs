@@ -13,6 +13,7 @@
 //! converges. One run per organisation holds the store's run lock.
 
 mod clock;
+mod decide;
 mod error;
 mod notify;
 mod plan;

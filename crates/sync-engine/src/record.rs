@@ -86,6 +86,21 @@ pub fn changed_at(snapshot: &MentorSnapshot) -> DateTime<Utc> {
         .unwrap_or(snapshot.mentor.updated_at)
 }
 
+/// When the app last changed the row that holds `field`: the mentor's row for its own fields, the certifications
+/// for the certification fields. `newest-wins` compares this (not the mentor's newest change anywhere) with
+/// Dynamics' edit of the field.
+pub(crate) fn field_changed_at(snapshot: &MentorSnapshot, field: &str) -> DateTime<Utc> {
+    match field {
+        "certification_status" | "certification_expiry" | "show_on_public_site" => snapshot
+            .certifications
+            .iter()
+            .map(|c| c.updated_at)
+            .max()
+            .unwrap_or(snapshot.mentor.updated_at),
+        _ => snapshot.mentor.updated_at,
+    }
+}
+
 /// Checks that the mapping's mentor record names only fields the engine knows.
 pub(crate) fn check_fields(mapping: &RecordMapping) -> Result<()> {
     match mapping
@@ -178,7 +193,9 @@ pub(crate) fn pull_update(values: &[(String, AppValue)], modified_on: Option<Dat
             "membership_type" => update.membership_type = Some(as_text(value)),
             "paid_until" => update.paid_until = Some(as_date(value)),
             "contact_state" => update.contact_state = Some(as_text(value)),
-            // Certification fields and the member number are the app's own; nothing to write back.
+            // Written only when the mapping lets Dynamics own the number (the member was renumbered there).
+            "member_number" => update.member_number = Some(as_text(value)),
+            // Certification fields are the app's own; nothing to write back.
             _ => continue,
         }
         if matches!(

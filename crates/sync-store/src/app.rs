@@ -12,10 +12,13 @@ use uuid::Uuid;
 
 use crate::db::{RowExt, Store, date_text, from_ms, ms, opt_ms};
 use crate::error::{Context, Error, Result};
-use crate::model::{Certification, ChangeCursor, Membership, Mentor, MentorSnapshot, PullUpdate};
+use crate::model::{Certification, ChangeCursor, Membership, Mentor, MentorSnapshot, PullOutcome, PullUpdate};
 
 /// What the sync engine needs from the app's data. Implementations must not change a mentor's `updated_at` when
 /// the sync writes to it (that would echo the sync's own writes back as app changes).
+///
+/// Errors: return [`crate::Error::Refused`] when the app refuses a change for one record (a constraint, a
+/// validation): the engine queues that record with the reason and the run goes on. Any other error fails the run.
 #[async_trait]
 pub trait AppStore: Send + Sync {
     /// Mentors of `organisation_id` whose row or certifications changed at or after `since`, in change order,
@@ -53,8 +56,21 @@ pub trait AppStore: Send + Sync {
         member_numbers: &[String],
     ) -> Result<Vec<MentorSnapshot>>;
 
-    /// Writes Dynamics-owned values into the app.
-    async fn apply_pull(&self, organisation_id: &str, mentor_id: &str, update: &PullUpdate) -> Result<()>;
+    /// Ids among `ids` of mentors of `organisation_id` that exist (a link whose mentor is missing is released).
+    async fn existing_mentors(&self, organisation_id: &str, ids: &[String]) -> Result<Vec<String>> {
+        Ok(self
+            .mentors(organisation_id, ids)
+            .await?
+            .into_iter()
+            .map(|s| s.mentor.id)
+            .collect())
+    }
+
+    /// Writes Dynamics-owned values into the app, atomically: when [`PullUpdate::if_updated_at`] is set and the
+    /// mentor's `updated_at` is no longer that value (the app edited the mentor after the engine read it), write
+    /// nothing and answer [`PullOutcome::Stale`]. A missing mentor is [`crate::Error::NotFound`]; a refused value
+    /// (e.g. a member number another mentor has) is [`crate::Error::Refused`].
+    async fn apply_pull(&self, organisation_id: &str, mentor_id: &str, update: &PullUpdate) -> Result<PullOutcome>;
 
     /// Records (or clears) the Dynamics contact a mentor is linked to.
     async fn set_dynamics_contact(&self, organisation_id: &str, mentor_id: &str, contact: Option<Uuid>) -> Result<()>;
@@ -112,6 +128,20 @@ fn membership_from(row: &AnyRow) -> Result<Membership> {
         contact_state: row.opt_text("contact_state")?,
         source_modified_on: row.opt_at("source_modified_on")?,
     })
+}
+
+/// A constraint violation becomes [`Error::Refused`] with `reason` (it concerns one record); anything else stays a
+/// database error.
+fn refused_if_constraint(error: sqlx::Error, reason: &str, doing: &str) -> Error {
+    match &error {
+        sqlx::Error::Database(db) if !matches!(db.kind(), sqlx::error::ErrorKind::Other) => Error::Refused {
+            reason: reason.to_owned(),
+        },
+        _ => Error::Database {
+            doing: doing.to_owned(),
+            source: error,
+        },
+    }
 }
 
 /// `$first, $first+1, ...` for an `IN (...)` list.
@@ -251,6 +281,38 @@ impl Store {
         Ok(())
     }
 
+    /// Removes a mentor with their certifications, membership and postings (reference schema; the app's own write,
+    /// e.g. a mentor who leaves). The sync hides their contact from the public site on its next run.
+    pub async fn delete_mentor(&self, organisation_id: &str, id: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await.doing("starting a transaction")?;
+        let owned: Option<String> =
+            sqlx::query_scalar("SELECT id FROM peer_mentor WHERE id = $1 AND organisation_id = $2")
+                .bind(id)
+                .bind(organisation_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .doing("finding a mentor")?;
+        if owned.is_none() {
+            return Err(Error::NotFound {
+                what: format!("mentor {id} of organisation {organisation_id}"),
+            });
+        }
+        for statement in [
+            "DELETE FROM certification WHERE mentor_id = $1",
+            "DELETE FROM membership WHERE mentor_id = $1",
+            "DELETE FROM posting WHERE mentor_id = $1",
+            "DELETE FROM peer_mentor WHERE id = $1",
+        ] {
+            sqlx::query(statement)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .doing("removing a mentor")?;
+        }
+        tx.commit().await.doing("committing a removal")?;
+        Ok(())
+    }
+
     /// Counts the mentors of an organisation (reference schema).
     pub async fn count_mentors(&self, organisation_id: &str) -> Result<u64> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM peer_mentor WHERE organisation_id = $1")
@@ -373,19 +435,71 @@ impl AppStore for Store {
         self.snapshots(organisation_id, &ids).await
     }
 
-    async fn apply_pull(&self, organisation_id: &str, mentor_id: &str, update: &PullUpdate) -> Result<()> {
+    async fn existing_mentors(&self, organisation_id: &str, ids: &[String]) -> Result<Vec<String>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let list = placeholders(2, chunk.len());
+            let mut query = sqlx::query_scalar(AssertSqlSafe(format!(
+                "SELECT id FROM peer_mentor WHERE organisation_id = $1 AND id IN ({list})"
+            )))
+            .bind(organisation_id);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            let ids: Vec<String> = query.fetch_all(&self.pool).await.doing("checking mentors")?;
+            found.extend(ids);
+        }
+        Ok(found)
+    }
+
+    async fn apply_pull(&self, organisation_id: &str, mentor_id: &str, update: &PullUpdate) -> Result<PullOutcome> {
         let mut tx = self.pool.begin().await.doing("starting a transaction")?;
-        let exists: Option<String> =
-            sqlx::query_scalar("SELECT id FROM peer_mentor WHERE id = $1 AND organisation_id = $2")
+        // A write first, so the row (PostgreSQL) or the database (SQLite) is locked from the check to the commit
+        // and an app edit cannot slip in between; it changes nothing and checks the guard at once.
+        let guard = match update.if_updated_at {
+            Some(seen) => sqlx::query(
+                "UPDATE peer_mentor SET updated_at = updated_at WHERE id = $1 AND organisation_id = $2
+                 AND updated_at = $3",
+            )
+            .bind(mentor_id)
+            .bind(organisation_id)
+            .bind(ms(seen)),
+            None => {
+                sqlx::query("UPDATE peer_mentor SET updated_at = updated_at WHERE id = $1 AND organisation_id = $2")
+                    .bind(mentor_id)
+                    .bind(organisation_id)
+            }
+        };
+        let guarded = guard.execute(&mut *tx).await.doing("checking a mentor")?;
+        if guarded.rows_affected() == 0 {
+            let exists: Option<String> =
+                sqlx::query_scalar("SELECT id FROM peer_mentor WHERE id = $1 AND organisation_id = $2")
+                    .bind(mentor_id)
+                    .bind(organisation_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .doing("checking a mentor")?;
+            return match exists {
+                None => Err(Error::NotFound {
+                    what: format!("mentor {mentor_id} of organisation {organisation_id}"),
+                }),
+                Some(_) => Ok(PullOutcome::Stale),
+            };
+        }
+        if let Some(number) = &update.member_number {
+            let result = sqlx::query("UPDATE peer_mentor SET member_number = $1 WHERE id = $2")
+                .bind(number.clone())
                 .bind(mentor_id)
-                .bind(organisation_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .doing("checking a mentor")?;
-        if exists.is_none() {
-            return Err(Error::NotFound {
-                what: format!("mentor {mentor_id} of organisation {organisation_id}"),
-            });
+                .execute(&mut *tx)
+                .await;
+            if let Err(e) = result {
+                return Err(refused_if_constraint(
+                    e,
+                    "Dynamics gave this member a member number that another mentor in the app already has; correct \
+                     one of the two member numbers",
+                    "writing a pulled member number",
+                ));
+            }
         }
         // Each given field is set; the others keep their values. updated_at is left alone on purpose.
         let text_fields = [
@@ -445,7 +559,7 @@ impl AppStore for Store {
             }
         }
         tx.commit().await.doing("committing pulled values")?;
-        Ok(())
+        Ok(PullOutcome::Applied)
     }
 
     async fn set_dynamics_contact(&self, organisation_id: &str, mentor_id: &str, contact: Option<Uuid>) -> Result<()> {

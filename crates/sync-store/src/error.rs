@@ -44,6 +44,37 @@ pub enum Error {
         /// What was looked for.
         what: String,
     },
+    /// The app refused a change to one record (a constraint or a validation). An [`crate::AppStore`] returns this
+    /// so the engine queues that record with the reason and goes on with the run.
+    #[error("the app refused the change: {reason}")]
+    Refused {
+        /// Why, in words an admin can act on (no personal values).
+        reason: String,
+    },
+    /// The run lock was lost while a run held it (the lease lapsed and another worker took it, or the database
+    /// session holding it ended): the run must stop rather than overlap another.
+    #[error("the run lock of organisation {organisation} was lost ({why}); this run stopped so two runs never overlap")]
+    LockLost {
+        /// The organisation.
+        organisation: String,
+        /// How it was lost.
+        why: &'static str,
+    },
+}
+
+impl Error {
+    /// Whether the error concerns one record (a refused or missing row, a constraint, a malformed stored value),
+    /// not the store as a whole: the engine queues that record and goes on.
+    pub fn is_record_level(&self) -> bool {
+        match self {
+            Error::Refused { .. } | Error::NotFound { .. } | Error::Corrupt { .. } => true,
+            Error::Database {
+                source: sqlx::Error::Database(db),
+                ..
+            } => !matches!(db.kind(), sqlx::error::ErrorKind::Other),
+            _ => false,
+        }
+    }
 }
 
 /// Attaches what the store was doing to a driver error.

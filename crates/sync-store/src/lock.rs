@@ -120,10 +120,12 @@ impl Store {
 }
 
 impl RunLock {
-    /// Extends a SQLite lease; a no-op on PostgreSQL, whose lock lasts as long as the session.
+    /// Extends a SQLite lease, or checks on PostgreSQL that the session holding the advisory lock is still alive
+    /// and holds it (a dropped connection, a terminated backend or a database restart ends the lock with the
+    /// session). [`crate::Error::LockLost`] when another worker may now hold it: the run must stop.
     pub async fn renew(&self, lease: Duration, now: DateTime<Utc>) -> Result<()> {
         if self.store.backend == Backend::Postgres {
-            return Ok(());
+            return self.check_session().await;
         }
         let expires = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(15));
         let renewed = sqlx::query("UPDATE run_lock SET expires_at = $1 WHERE organisation_id = $2 AND holder = $3")
@@ -134,15 +136,40 @@ impl RunLock {
             .await
             .doing("renewing the run lock")?;
         if renewed.rows_affected() == 0 {
-            // The lease lapsed and another worker took it: this run must stop rather than overlap that one.
-            return Err(crate::Error::NotFound {
-                what: format!(
-                    "the run lock of organisation {} (the lease lapsed and was taken)",
-                    self.organisation_id
-                ),
+            return Err(crate::Error::LockLost {
+                organisation: self.organisation_id.clone(),
+                why: "the lease lapsed and another worker took it",
             });
         }
         Ok(())
+    }
+
+    async fn check_session(&self) -> Result<()> {
+        let lost = || crate::Error::LockLost {
+            organisation: self.organisation_id.clone(),
+            why: "the database session holding it ended",
+        };
+        // The connection is taken out of the mutex for the query (a guard cannot be held across an await) and put
+        // back only while it still holds the lock.
+        let Some(mut connection) = self.connection.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return Err(lost());
+        };
+        let (classid, objid) = split_key(lock_key(&self.organisation_id));
+        let held: std::result::Result<bool, sqlx::Error> = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()
+               AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1 AND granted)",
+        )
+        .bind(classid)
+        .bind(objid)
+        .fetch_one(&mut *connection)
+        .await;
+        match held {
+            Ok(true) => {
+                *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = Some(connection);
+                Ok(())
+            }
+            Ok(false) | Err(_) => Err(lost()),
+        }
     }
 
     /// Releases the lock.
@@ -178,6 +205,13 @@ fn lock_key(organisation_id: &str) -> i64 {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// The two 32-bit halves of a 64-bit advisory lock key as `pg_locks` shows them (`classid`, `objid`), each as an
+/// unsigned number.
+fn split_key(key: i64) -> (i64, i64) {
+    let bits = u64::from_ne_bytes(key.to_ne_bytes());
+    (i64::from((bits >> 32) as u32), i64::from(bits as u32))
 }
 
 /// Whether `holder` (`host:pid:...`) names a process of this machine that has exited. Only Linux can tell (by

@@ -107,6 +107,21 @@ pub struct PullUpdate {
     pub contact_state: Option<Option<String>>,
     /// Dynamics' `modifiedon` of these values.
     pub source_modified_on: Option<DateTime<Utc>>,
+    /// Member number (when Dynamics renumbered the member and owns the number).
+    pub member_number: Option<Option<String>>,
+    /// Write only if the mentor's row still has this `updated_at` (the one the engine decided on): an app edit made
+    /// since must not be overwritten. `None` writes unconditionally.
+    pub if_updated_at: Option<DateTime<Utc>>,
+}
+
+/// What [`crate::AppStore::apply_pull`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullOutcome {
+    /// The values were written.
+    Applied,
+    /// The mentor's row changed after the engine read it (see [`PullUpdate::if_updated_at`]): nothing was written,
+    /// and the engine decides the mentor again.
+    Stale,
 }
 
 /// Which way a watermark or failure goes.
@@ -155,6 +170,58 @@ pub struct Link {
     pub dynamics_modified_on: Option<DateTime<Utc>>,
     /// When the link was last saved.
     pub synced_at: DateTime<Utc>,
+    /// The values of a write to Dynamics that was sent but whose answer was never recorded (the worker was killed,
+    /// or Dynamics finished it after the client gave up). Recorded before the write is sent; the next run reads the
+    /// row and, if the write landed (its sync stamp is there), counts these values as agreed.
+    pub pending: Option<AppRecord>,
+    /// Per field, each side's value that differs from the shadow and when it was first seen, so `newest-wins`
+    /// compares the times of the edits of that field.
+    pub seen: BTreeMap<String, FieldSeen>,
+}
+
+/// What the engine remembers of one field's unsynced changes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FieldSeen {
+    /// The app's value and when it was first seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<SeenValue>,
+    /// Dynamics' value and when it was first seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynamics: Option<SeenValue>,
+}
+
+/// A value and the time of the edit that made it, as first seen by the engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenValue {
+    /// The value.
+    pub value: field_mapping::AppValue,
+    /// When it was made (the time of the row holding it when the engine first saw it).
+    pub at: DateTime<Utc>,
+}
+
+/// A Dynamics row the sync showed on the public site that no app mentor claims any more (the mentor left the app,
+/// took another member number, or the contact left the sync's scope). Each run hides it from the public site until
+/// that write succeeds, unless a mentor claims the contact first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Release {
+    /// The organisation.
+    pub organisation_id: String,
+    /// The record kind (`mentor`).
+    pub record_kind: String,
+    /// The Dynamics row.
+    pub dynamics_id: Uuid,
+    /// The app row that held it, for the log and the dashboard.
+    pub app_id: String,
+    /// The row's etag when last known.
+    pub etag: Option<String>,
+    /// Why it was released.
+    pub reason: String,
+    /// When it was released.
+    pub since: DateTime<Utc>,
+    /// Failed attempts to hide it.
+    pub attempts: u32,
+    /// The last failure, when there was one.
+    pub last_error: Option<String>,
 }
 
 /// The kind of a run.
@@ -307,6 +374,8 @@ pub enum ConflictState {
     Resolved(Side),
     /// The resolution has been written.
     Applied,
+    /// Both sides came to hold the same value while it was held: it closed by itself, without an admin.
+    Settled,
 }
 
 /// A shared field changed on both sides, held for an admin.

@@ -40,7 +40,7 @@ fn from_json<T: serde::de::DeserializeOwned>(text: &str, table: &'static str, co
 }
 
 const LINK_COLUMNS: &str = "organisation_id, record_kind, app_id, dynamics_id, alternate_key, etag, shadow, visible, \
-     expires_on, dynamics_modified_on, synced_at";
+     expires_on, dynamics_modified_on, synced_at, pending, seen";
 
 fn link_from(row: &AnyRow) -> Result<Link> {
     Ok(Link {
@@ -58,6 +58,32 @@ fn link_from(row: &AnyRow) -> Result<Link> {
         expires_on: row.opt_date("sync_link", "expires_on")?,
         dynamics_modified_on: row.opt_at("dynamics_modified_on")?,
         synced_at: row.at("synced_at")?,
+        pending: row
+            .opt_text("pending")?
+            .map(|t| from_json::<AppRecord>(&t, "sync_link", "pending"))
+            .transpose()?,
+        seen: row
+            .opt_text("seen")?
+            .map(|t| from_json(&t, "sync_link", "seen"))
+            .transpose()?
+            .unwrap_or_default(),
+    })
+}
+
+fn release_from(row: &AnyRow) -> Result<Release> {
+    Ok(Release {
+        organisation_id: row.text("organisation_id")?,
+        record_kind: row.text("record_kind")?,
+        dynamics_id: Uuid::from_str(&row.text("dynamics_id")?).map_err(|_| Error::Corrupt {
+            table: "sync_release",
+            column: "dynamics_id",
+        })?,
+        app_id: row.text("app_id")?,
+        etag: row.opt_text("etag")?,
+        reason: row.text("reason")?,
+        since: row.at("since")?,
+        attempts: u32::try_from(row.int("attempts")?).unwrap_or(u32::MAX),
+        last_error: row.opt_text("last_error")?,
     })
 }
 
@@ -105,6 +131,7 @@ fn conflict_from(row: &AnyRow) -> Result<Conflict> {
         ("resolved", Some("app")) => ConflictState::Resolved(Side::App),
         ("resolved", Some("dynamics")) => ConflictState::Resolved(Side::Dynamics),
         ("applied", _) => ConflictState::Applied,
+        ("settled", _) => ConflictState::Settled,
         _ => {
             return Err(Error::Corrupt {
                 table: "sync_conflict",
@@ -339,29 +366,59 @@ impl Store {
         rows.iter().map(link_from).collect()
     }
 
+    /// Links with a write whose outcome is not recorded yet (see [`Link::pending`]), at most 1,000: the next run
+    /// reads their rows to learn whether the write landed.
+    pub async fn links_with_pending(&self, organisation_id: &str, record_kind: &str) -> Result<Vec<Link>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {LINK_COLUMNS} FROM sync_link
+             WHERE organisation_id = $1 AND record_kind = $2 AND pending IS NOT NULL ORDER BY app_id LIMIT 1000"
+        )))
+        .bind(organisation_id)
+        .bind(record_kind)
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading links with a pending write")?;
+        rows.iter().map(link_from).collect()
+    }
+
     /// Saves a link and its shadow.
     pub async fn save_link(&self, link: &Link) -> Result<()> {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO sync_link ({LINK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-             ON CONFLICT (organisation_id, record_kind, app_id) DO UPDATE
-             SET dynamics_id = excluded.dynamics_id, alternate_key = excluded.alternate_key, etag = excluded.etag,
-                 shadow = excluded.shadow, visible = excluded.visible, expires_on = excluded.expires_on,
-                 dynamics_modified_on = excluded.dynamics_modified_on, synced_at = excluded.synced_at"
-        )))
-        .bind(&link.organisation_id)
-        .bind(&link.record_kind)
-        .bind(&link.app_id)
-        .bind(link.dynamics_id.to_string())
-        .bind(&link.alternate_key)
-        .bind(&link.etag)
-        .bind(json_text(&link.shadow))
-        .bind(i64::from(link.visible))
-        .bind(link.expires_on.map(date_text))
-        .bind(opt_ms(link.dynamics_modified_on))
-        .bind(ms(link.synced_at))
-        .execute(&self.pool)
-        .await
-        .doing("saving a link")?;
+        self.save_links(std::slice::from_ref(link)).await
+    }
+
+    /// Saves several links in one transaction (a batch's links, recorded before it is sent or after it answered).
+    pub async fn save_links(&self, links: &[Link]) -> Result<()> {
+        if links.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.doing("starting a transaction")?;
+        for link in links {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO sync_link ({LINK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                 ON CONFLICT (organisation_id, record_kind, app_id) DO UPDATE
+                 SET dynamics_id = excluded.dynamics_id, alternate_key = excluded.alternate_key, etag = excluded.etag,
+                     shadow = excluded.shadow, visible = excluded.visible, expires_on = excluded.expires_on,
+                     dynamics_modified_on = excluded.dynamics_modified_on, synced_at = excluded.synced_at,
+                     pending = excluded.pending, seen = excluded.seen"
+            )))
+            .bind(&link.organisation_id)
+            .bind(&link.record_kind)
+            .bind(&link.app_id)
+            .bind(link.dynamics_id.to_string())
+            .bind(&link.alternate_key)
+            .bind(&link.etag)
+            .bind(json_text(&link.shadow))
+            .bind(i64::from(link.visible))
+            .bind(link.expires_on.map(date_text))
+            .bind(opt_ms(link.dynamics_modified_on))
+            .bind(ms(link.synced_at))
+            .bind(link.pending.as_ref().map(json_text))
+            .bind((!link.seen.is_empty()).then(|| json_text(&link.seen)))
+            .execute(&mut *tx)
+            .await
+            .doing("saving a link")?;
+        }
+        tx.commit().await.doing("committing links")?;
         Ok(())
     }
 
@@ -402,6 +459,114 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .doing("finding expired mentors still visible")
+    }
+
+    // ----- released contacts -----
+
+    /// Records a contact no mentor claims any more, to be hidden from the public site (an existing release of the
+    /// same contact is kept, with its attempts).
+    pub async fn add_release(&self, release: &Release) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sync_release (organisation_id, record_kind, dynamics_id, app_id, etag, reason, since, attempts)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0)
+             ON CONFLICT (organisation_id, record_kind, dynamics_id) DO UPDATE
+             SET etag = COALESCE(excluded.etag, sync_release.etag)",
+        )
+        .bind(&release.organisation_id)
+        .bind(&release.record_kind)
+        .bind(release.dynamics_id.to_string())
+        .bind(&release.app_id)
+        .bind(&release.etag)
+        .bind(&release.reason)
+        .bind(ms(release.since))
+        .execute(&self.pool)
+        .await
+        .doing("releasing a contact")?;
+        Ok(())
+    }
+
+    /// Released contacts of an organisation in Dynamics-id order after `after`, at most `limit`.
+    pub async fn releases(
+        &self,
+        organisation_id: &str,
+        record_kind: &str,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Release>> {
+        let rows = sqlx::query(
+            "SELECT * FROM sync_release WHERE organisation_id = $1 AND record_kind = $2 AND dynamics_id > $3
+             ORDER BY dynamics_id LIMIT $4",
+        )
+        .bind(organisation_id)
+        .bind(record_kind)
+        .bind(after.map(|id| id.to_string()).unwrap_or_default())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading released contacts")?;
+        rows.iter().map(release_from).collect()
+    }
+
+    /// Forgets a released contact: it is hidden, deleted in Dynamics, or a mentor claimed it.
+    pub async fn delete_release(&self, organisation_id: &str, record_kind: &str, dynamics_id: Uuid) -> Result<()> {
+        sqlx::query("DELETE FROM sync_release WHERE organisation_id = $1 AND record_kind = $2 AND dynamics_id = $3")
+            .bind(organisation_id)
+            .bind(record_kind)
+            .bind(dynamics_id.to_string())
+            .execute(&self.pool)
+            .await
+            .doing("forgetting a released contact")?;
+        Ok(())
+    }
+
+    /// Records a failed attempt to hide a released contact (it is tried again every run).
+    pub async fn release_failed(
+        &self,
+        organisation_id: &str,
+        record_kind: &str,
+        dynamics_id: Uuid,
+        etag: Option<&str>,
+        error: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE sync_release SET attempts = attempts + 1, last_error = $1, etag = COALESCE($2, etag)
+             WHERE organisation_id = $3 AND record_kind = $4 AND dynamics_id = $5",
+        )
+        .bind(error)
+        .bind(etag)
+        .bind(organisation_id)
+        .bind(record_kind)
+        .bind(dynamics_id.to_string())
+        .execute(&self.pool)
+        .await
+        .doing("recording a failed release")?;
+        Ok(())
+    }
+
+    /// Forgets what the sync state holds about an app record that left the app: its failed records, its conflicts,
+    /// its cached status. Its link is ended separately.
+    pub async fn forget_record(&self, organisation_id: &str, record_kind: &str, app_id: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await.doing("starting a transaction")?;
+        for statement in [
+            "DELETE FROM failed_record WHERE organisation_id = $1 AND record_kind = $2 AND record_key = $3",
+            "DELETE FROM sync_conflict WHERE organisation_id = $1 AND record_kind = $2 AND app_id = $3",
+        ] {
+            sqlx::query(statement)
+                .bind(organisation_id)
+                .bind(record_kind)
+                .bind(app_id)
+                .execute(&mut *tx)
+                .await
+                .doing("forgetting a record that left the app")?;
+        }
+        sqlx::query("DELETE FROM certification_cache WHERE organisation_id = $1 AND mentor_id = $2")
+            .bind(organisation_id)
+            .bind(app_id)
+            .execute(&mut *tx)
+            .await
+            .doing("forgetting a record that left the app")?;
+        tx.commit().await.doing("committing")?;
+        Ok(())
     }
 
     // ----- run log -----
@@ -632,7 +797,7 @@ impl Store {
     pub async fn open_conflict(&self, conflict: &Conflict) -> Result<String> {
         let existing: Option<String> = sqlx::query_scalar(
             "SELECT id FROM sync_conflict WHERE organisation_id = $1 AND record_kind = $2 AND app_id = $3
-               AND field = $4 AND state <> 'applied'",
+               AND field = $4 AND state IN ('open', 'resolved')",
         )
         .bind(&conflict.organisation_id)
         .bind(&conflict.record_kind)
@@ -681,10 +846,11 @@ impl Store {
         Ok(id)
     }
 
-    /// Conflicts of an organisation that are not yet applied (open or resolved), oldest first.
+    /// Conflicts of an organisation that are not yet closed (open or resolved), oldest first.
     pub async fn pending_conflicts(&self, organisation_id: &str) -> Result<Vec<Conflict>> {
         let rows = sqlx::query(
-            "SELECT * FROM sync_conflict WHERE organisation_id = $1 AND state <> 'applied' ORDER BY detected_at, id",
+            "SELECT * FROM sync_conflict WHERE organisation_id = $1 AND state IN ('open', 'resolved')
+             ORDER BY detected_at, id",
         )
         .bind(organisation_id)
         .fetch_all(&self.pool)
@@ -721,6 +887,17 @@ impl Store {
                 what: format!("open conflict {id}"),
             });
         }
+        Ok(())
+    }
+
+    /// Closes a held conflict whose two sides came to hold the same value, without an admin.
+    pub async fn settle_conflict(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query("UPDATE sync_conflict SET state = 'settled', resolved_at = $1 WHERE id = $2 AND state = 'open'")
+            .bind(ms(now))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .doing("settling a conflict")?;
         Ok(())
     }
 
@@ -997,7 +1174,7 @@ impl Store {
             "DELETE FROM sync_run WHERE started_at < $1 AND status <> 'running'",
             "DELETE FROM notification_outbox WHERE state <> 'pending' AND created_at < $1",
             "DELETE FROM failed_record WHERE state = 'dismissed' AND last_failed_at < $1",
-            "DELETE FROM sync_conflict WHERE state = 'applied' AND detected_at < $1",
+            "DELETE FROM sync_conflict WHERE state IN ('applied', 'settled') AND detected_at < $1",
             "DELETE FROM alert WHERE state = 'resolved' AND resolved_at < $1",
         ] {
             purged += sqlx::query(statement)

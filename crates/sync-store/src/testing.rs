@@ -89,6 +89,21 @@ impl TestDatabase {
     }
 }
 
+/// Terminates every other session of the PostgreSQL database at `url` that holds an advisory lock: a run lock's
+/// session dying (a proxy cut, a failover, an administrator's `pg_terminate_backend`).
+pub async fn terminate_advisory_lock_sessions(url: &str) -> Result<()> {
+    let pool = admin_pool(url).await?;
+    pool.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks
+         WHERE locktype = 'advisory' AND pid <> pg_backend_pid()
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .await
+    .doing("terminating the sessions holding advisory locks")?;
+    pool.close().await;
+    Ok(())
+}
+
 async fn admin_pool(url: &str) -> Result<AnyPool> {
     sqlx::any::install_default_drivers();
     sqlx::any::AnyPoolOptions::new()

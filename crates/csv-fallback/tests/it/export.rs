@@ -60,6 +60,8 @@ async fn link_as_synced(store: &Store, mentor_id: &str, member: &str, when: &str
             expires_on: None,
             dynamics_modified_on: None,
             synced_at: at(when),
+            pending: None,
+            seen: Default::default(),
         })
         .await
         .unwrap();

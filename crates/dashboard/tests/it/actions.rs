@@ -141,7 +141,7 @@ async fn a_dead_record_is_requeued_or_dismissed_and_the_page_says_why_it_failed(
         for shown in [
             "899990",
             "Kari Ukjent",
-            "no contact with member number 899990",
+            "no contact in Dynamics has the mentor's member number",
             "dead",
             "Requeue",
         ] {

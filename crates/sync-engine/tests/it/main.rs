@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
 mod conflicts;
+mod events;
 mod faults;
 mod merge;
 mod regressions;
@@ -172,6 +173,103 @@ impl World {
             })
             .await
             .unwrap();
+    }
+}
+
+/// An app store that runs a test's action when the engine makes a given call: a coordinator saving while the run
+/// reads, a worker dying at a chosen point. An action stays until the test removes it; it decides itself whether
+/// to act more than once.
+#[derive(Clone)]
+pub(crate) struct Hooked {
+    pub(crate) inner: Store,
+    hooks: Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, Hook>>>,
+}
+
+pub(crate) type Hook = Box<dyn FnMut() -> futures::future::BoxFuture<'static, ()> + Send>;
+
+impl Hooked {
+    pub(crate) fn new(inner: Store) -> Self {
+        Hooked {
+            inner,
+            hooks: Arc::default(),
+        }
+    }
+
+    /// Runs `hook` before every call of `method` (`changed_mentors`, `mentors`, `apply_pull`, ...).
+    pub(crate) fn on(&self, method: &'static str, hook: Hook) {
+        self.hooks.lock().unwrap().insert(method, hook);
+    }
+
+    pub(crate) fn clear(&self) {
+        self.hooks.lock().unwrap().clear();
+    }
+
+    async fn fire(&self, method: &'static str) {
+        let future = self.hooks.lock().unwrap().get_mut(method).map(|hook| hook());
+        if let Some(future) = future {
+            future.await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl sync_store::AppStore for Hooked {
+    async fn changed_mentors(
+        &self,
+        organisation: &str,
+        since: Option<DateTime<Utc>>,
+        after: Option<&sync_store::ChangeCursor>,
+        limit: u32,
+    ) -> sync_store::Result<Vec<(sync_store::ChangeCursor, sync_store::MentorSnapshot)>> {
+        self.fire("changed_mentors").await;
+        self.inner.changed_mentors(organisation, since, after, limit).await
+    }
+    async fn mentors(&self, organisation: &str, ids: &[String]) -> sync_store::Result<Vec<sync_store::MentorSnapshot>> {
+        self.fire("mentors").await;
+        self.inner.mentors(organisation, ids).await
+    }
+    async fn all_mentors(
+        &self,
+        organisation: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> sync_store::Result<Vec<sync_store::MentorSnapshot>> {
+        self.inner.all_mentors(organisation, after, limit).await
+    }
+    async fn mentor_by_member_number(
+        &self,
+        organisation: &str,
+        number: &str,
+    ) -> sync_store::Result<Option<sync_store::MentorSnapshot>> {
+        self.inner.mentor_by_member_number(organisation, number).await
+    }
+    async fn mentors_by_member_numbers(
+        &self,
+        organisation: &str,
+        numbers: &[String],
+    ) -> sync_store::Result<Vec<sync_store::MentorSnapshot>> {
+        self.inner.mentors_by_member_numbers(organisation, numbers).await
+    }
+    async fn existing_mentors(&self, organisation: &str, ids: &[String]) -> sync_store::Result<Vec<String>> {
+        self.fire("existing_mentors").await;
+        self.inner.existing_mentors(organisation, ids).await
+    }
+    async fn apply_pull(
+        &self,
+        organisation: &str,
+        mentor: &str,
+        update: &sync_store::PullUpdate,
+    ) -> sync_store::Result<sync_store::PullOutcome> {
+        self.fire("apply_pull").await;
+        self.inner.apply_pull(organisation, mentor, update).await
+    }
+    async fn set_dynamics_contact(
+        &self,
+        organisation: &str,
+        mentor: &str,
+        contact: Option<Uuid>,
+    ) -> sync_store::Result<()> {
+        self.inner.set_dynamics_contact(organisation, mentor, contact).await
     }
 }
 

@@ -107,7 +107,12 @@ impl AppStore for RevokesDuringRun {
     ) -> sync_store::Result<Vec<MentorSnapshot>> {
         self.inner.mentors_by_member_numbers(organisation, numbers).await
     }
-    async fn apply_pull(&self, organisation: &str, mentor: &str, update: &PullUpdate) -> sync_store::Result<()> {
+    async fn apply_pull(
+        &self,
+        organisation: &str,
+        mentor: &str,
+        update: &PullUpdate,
+    ) -> sync_store::Result<sync_store::PullOutcome> {
         self.inner.apply_pull(organisation, mentor, update).await
     }
     async fn set_dynamics_contact(

@@ -46,9 +46,15 @@ async fn first_sync_links_contacts_by_member_number_and_creates_none() {
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].record_key, mentor_id("hlf", "1004"));
         assert!(
-            failed[0].error.contains("no contact with member number 1004"),
+            failed[0]
+                .error
+                .contains("no contact in Dynamics has the mentor's member number"),
             "{}",
             failed[0].error
+        );
+        assert!(
+            !failed[0].error.contains("1004"),
+            "member numbers stay out of reasons (they are logged)"
         );
         let notes = w.store.notifications("hlf", 10).await.unwrap();
         assert_eq!(notes.len(), 1, "the coordinator is told once");
@@ -315,7 +321,7 @@ async fn a_delta_with_nothing_changed_makes_a_constant_handful_of_requests() {
 }
 
 #[tokio::test]
-async fn with_an_entity_filter_the_pull_uses_the_modifiedon_watermark() {
+async fn with_an_entity_filter_the_pull_tracks_changes_and_asks_dynamics_which_rows_match() {
     each(|db| async move {
         let filter = "[organisations.filters]\ncontact = \"hlf_membernumber ne null\"\n";
         let w = World::with_organisation(&db, super::DEFAULT_CONFIG, None, filter).await;
@@ -324,14 +330,25 @@ async fn with_an_entity_filter_the_pull_uses_the_modifiedon_watermark() {
         w.service.run().await.unwrap();
         assert_eq!(w.row(id)["hlf_peermentorstatus"], 100000000);
         let mark = w.store.watermark("hlf", Direction::Pull, "contact").await.unwrap();
-        assert!(mark.at.is_some() && mark.delta_link.is_none(), "{mark:?}");
+        assert!(
+            mark.delta_link.is_some(),
+            "change tracking is used with a filter too: {mark:?}"
+        );
 
         w.sim
             .state()
             .update("contacts", id, json!({ "firstname": "Filtrert" }))
             .unwrap();
+        // A contact no mentor has changes too: it costs no filter question.
+        let stranger = w.contact("17999", json!({}));
+        w.sim
+            .state()
+            .update("contacts", stranger, json!({ "firstname": "Ukjent" }))
+            .unwrap();
         let report = w.service.run().await.unwrap();
         assert_eq!(report.metrics.pull.written, 1, "{report:?}");
+        // Metadata (definition, attributes, two kinds of choice column), one delta page, one filter question.
+        assert!(report.metrics.requests <= 6, "{report:?}");
         let snapshot = w
             .store
             .mentors("hlf", &[mentor_id("hlf", "17001")])
@@ -339,6 +356,38 @@ async fn with_an_entity_filter_the_pull_uses_the_modifiedon_watermark() {
             .unwrap()
             .remove(0);
         assert_eq!(snapshot.mentor.given_name.as_deref(), Some("Filtrert"));
+        db
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_change_tracking_a_contact_that_leaves_the_filter_leaves_the_sync() {
+    each(|db| async move {
+        let config = format!("{}[sync]\nchange_tracking = false\n", super::DEFAULT_CONFIG);
+        let filter = "[organisations.filters]\ncontact = \"statecode eq 0\"\n";
+        let w = World::with_organisation(&db, &config, None, filter).await;
+        let id = w.contact("17101", json!({}));
+        w.mentor("hlf", "17101", day(2027, 6, 30)).await;
+        w.service.run().await.unwrap();
+        let mark = w.store.watermark("hlf", Direction::Pull, "contact").await.unwrap();
+        assert!(mark.at.is_some() && mark.delta_link.is_none(), "{mark:?}");
+        assert_eq!(w.row(id)["hlf_showonpublicsite"], true);
+        w.sim
+            .state()
+            .update("contacts", id, json!({ "statecode": 1, "statuscode": 2 }))
+            .unwrap();
+        let report = w.service.run().await.unwrap();
+        assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+        let snapshot = w
+            .store
+            .mentors("hlf", &[mentor_id("hlf", "17101")])
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(snapshot.mentor.dynamics_contact_id, None);
+        assert_eq!(snapshot.membership.unwrap().status.as_deref(), Some("ended"));
+        assert_eq!(w.row(id)["hlf_showonpublicsite"], false);
         db
     })
     .await;

@@ -51,6 +51,8 @@ fn link(app_id: &str, visible: bool, expires: Option<chrono::NaiveDate>) -> Link
         expires_on: expires,
         dynamics_modified_on: Some(at("2026-01-01T01:00:00Z")),
         synced_at: at("2026-01-01T02:00:00Z"),
+        pending: None,
+        seen: Default::default(),
     }
 }
 

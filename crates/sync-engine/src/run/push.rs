@@ -1,0 +1,226 @@
+//! Push: mentors the app changed since the last run (its `updated_at` watermark), decided against their shadows;
+//! mentors with no contact yet are looked up by member number and take the contact, unless another mentor's link to
+//! it still stands.
+
+use std::collections::BTreeMap;
+
+use dynamics_client::{AlternateKey, Filter, Literal, Query, Row};
+use sync_store::{Direction, Link, MentorSnapshot, Watermark};
+
+use super::record::Why;
+use super::{APP_PAGE, Run, Subject};
+use crate::decide::{Claim, LinkStatus, claim, in_scope, link_status};
+use crate::error::Result;
+use crate::record::changed_at;
+use crate::service::MENTOR;
+
+impl Run<'_> {
+    pub(super) async fn push(&mut self) -> Result<()> {
+        let table = self.svc.mapping.table().to_owned();
+        let watermark = self.svc.store.watermark(self.org(), Direction::Push, &table).await?;
+        let since = watermark
+            .at
+            .map(|at| at - chrono::Duration::from_std(self.svc.sync.overlap).unwrap_or_default());
+        let mut cursor: Option<sync_store::ChangeCursor> = None;
+        loop {
+            let page = self
+                .svc
+                .app
+                .changed_mentors(self.org(), since, cursor.as_ref(), APP_PAGE)
+                .await?;
+            let Some((last, _)) = page.last() else { break };
+            let last = last.clone();
+            self.keep_lock().await?;
+            let full = page.len() == APP_PAGE as usize;
+            self.push_snapshots(page.into_iter().map(|(_, s)| s).collect()).await?;
+            cursor = Some(last);
+            // Writes gather across pages into full batches; the watermark moves only when they are all written.
+            if self.pending.len() >= self.sizer.size() {
+                self.flush_push(&table, cursor.as_ref()).await?;
+            }
+            if !full {
+                break;
+            }
+        }
+        self.flush_push(&table, cursor.as_ref()).await
+    }
+
+    /// Writes what is pending, then moves the push watermark to the last mentor those writes cover.
+    async fn flush_push(&mut self, table: &str, cursor: Option<&sync_store::ChangeCursor>) -> Result<()> {
+        self.flush().await?;
+        let Some(cursor) = cursor else { return Ok(()) };
+        let mark = Watermark {
+            at: Some(cursor.changed_at),
+            ..Watermark::default()
+        };
+        self.save_watermark(Direction::Push, table, mark).await
+    }
+
+    /// Decides app-changed mentors against their shadows (what Dynamics held when both last agreed); the etag
+    /// guards each write, so a concurrent change in Dynamics is caught rather than overwritten.
+    pub(super) async fn push_snapshots(&mut self, snapshots: Vec<MentorSnapshot>) -> Result<()> {
+        // A mentor the pull decided earlier in this run but whose app row changed since is decided again; its
+        // pending write (if any) goes out first so the new decision starts from the link it leaves.
+        let changed_since = snapshots.iter().any(|s| {
+            self.processed
+                .get(&s.mentor.id)
+                .is_some_and(|seen| changed_at(s) > *seen)
+        });
+        if changed_since {
+            self.flush().await?;
+        }
+        let ids: Vec<String> = snapshots.iter().map(|s| s.mentor.id.clone()).collect();
+        let links: BTreeMap<String, Link> = self
+            .svc
+            .store
+            .links(self.org(), MENTOR, &ids)
+            .await?
+            .into_iter()
+            .map(|l| (l.app_id.clone(), l))
+            .collect();
+        for snapshot in snapshots {
+            if self.decided_already(&snapshot) || self.has_resolution(&snapshot.mentor.id) {
+                // Resolved conflicts are applied against Dynamics as it is now, in the retry phase.
+                continue;
+            }
+            self.metrics.push.read += 1;
+            let subject = Subject::of(&snapshot);
+            let link = links.get(&snapshot.mentor.id).cloned();
+            let outcome = self.push_one(snapshot, link).await;
+            self.isolate(&subject, Direction::Push, false, outcome).await?;
+        }
+        Ok(())
+    }
+
+    async fn push_one(&mut self, snapshot: MentorSnapshot, link: Option<Link>) -> Result<()> {
+        let Some(link) = link else {
+            return self.unlinked(snapshot).await;
+        };
+        match link_status(&link, Some(snapshot.mentor.member_number.as_deref())) {
+            LinkStatus::Stands => {}
+            LinkStatus::Renumbered => {
+                self.release(&link, link.etag.clone(), Why::Renumbered).await?;
+                return self.unlinked(snapshot).await;
+            }
+            LinkStatus::MentorGone => return self.mentor_gone(link).await,
+        }
+        // A write whose outcome is unknown, or a shadow missing a mapped field (a field added to the mapping, or
+        // lost while the schema drifted), cannot stand in for Dynamics: read the row.
+        let incomplete = self
+            .svc
+            .mapping
+            .fields()
+            .iter()
+            .any(|f| !link.shadow.contains_key(&f.field));
+        // A held conflict or a failed record needs Dynamics' current values too: the shadow is not them.
+        let uncertain = self.conflicts.contains_key(&link.app_id) || self.failing.contains_key(&link.app_id);
+        if link.pending.is_some() || incomplete || uncertain {
+            return self.recheck(snapshot, Some(link)).await;
+        }
+        self.decide(snapshot, Some(link), None, Direction::Push, false).await
+    }
+
+    /// A mentor with no link yet: find the contact by member number (within the organisation's entity filter) and
+    /// take it, unless another mentor's link to it still stands.
+    pub(super) async fn unlinked(&mut self, snapshot: MentorSnapshot) -> Result<()> {
+        let subject = Subject::of(&snapshot);
+        let Some(number) = snapshot.mentor.member_number.clone() else {
+            return self
+                .queue_failure(
+                    &subject,
+                    Direction::Push,
+                    "the mentor has no member number, so no Dynamics contact can be found; add it in the app",
+                    true,
+                )
+                .await;
+        };
+        let key = match AlternateKey::new(&self.svc.mapping.alternate_key().column, &number) {
+            Ok(key) => key,
+            Err(e) => {
+                return self
+                    .queue_failure(&subject, Direction::Push, &e.to_string(), true)
+                    .await;
+            }
+        };
+        let filter = self.svc.organisation.filters.get(self.svc.mapping.table()).cloned();
+        let row = match &filter {
+            None => self
+                .svc
+                .client
+                .read_by_key(self.svc.mapping.entity_set(), &key, &self.select())
+                .await
+                .map_err(|e| self.dynamics(e))?,
+            Some(filter) => {
+                let query = Query::new(self.svc.mapping.entity_set())
+                    .select(&self.select())
+                    .filter(Filter::raw(filter.clone()))
+                    .filter(Filter::eq(key.column(), Literal::Text(key.value())));
+                let rows: Vec<Row> = self.svc.client.all_rows(&query).await.map_err(|e| self.dynamics(e))?;
+                rows.into_iter().next()
+            }
+        };
+        let Some(row) = row else {
+            let reason = if filter.is_some() {
+                "no contact in Dynamics that matches the organisation's contact filter has the mentor's member number; check the member number in the app or the contact in Dynamics"
+            } else {
+                "no contact in Dynamics has the mentor's member number; check the member number in the app or register the member in Dynamics"
+            };
+            return self.queue_failure(&subject, Direction::Push, reason, true).await;
+        };
+        let read = match self.read(&row) {
+            Ok(read) => read,
+            Err(reason) => return self.queue_failure(&subject, Direction::Push, &reason, true).await,
+        };
+        if !in_scope(&self.svc.mapping, &read.values, None) {
+            let reason = "the contact with the mentor's member number is deactivated in Dynamics; reactivate it or correct the member number";
+            return self.queue_failure(&subject, Direction::Push, reason, true).await;
+        }
+        let existing = self
+            .svc
+            .store
+            .link_by_dynamics_id(self.org(), MENTOR, read.meta.id)
+            .await?;
+        let status = match &existing {
+            None => None,
+            Some(other) => {
+                let mentor = self
+                    .svc
+                    .app
+                    .mentors(self.org(), std::slice::from_ref(&other.app_id))
+                    .await?
+                    .into_iter()
+                    .next();
+                Some(link_status(
+                    other,
+                    mentor.as_ref().map(|s| s.mentor.member_number.as_deref()),
+                ))
+            }
+        };
+        match (claim(status), existing) {
+            (Claim::Free, _) => {}
+            (Claim::TakeOver, Some(other)) => {
+                // The other mentor left the app or took another number: the contact passes to this mentor.
+                tracing::info!(org = %self.org(), mentor = %subject.app_id, previous = %other.app_id, contact = %other.dynamics_id, "the contact passes to the mentor who now has its member number");
+                if self.apply() {
+                    self.svc.store.delete_link(self.org(), MENTOR, &other.app_id).await?;
+                    self.svc.store.forget_record(self.org(), MENTOR, &other.app_id).await?;
+                    if status == Some(LinkStatus::Renumbered) {
+                        self.svc
+                            .app
+                            .set_dynamics_contact(self.org(), &other.app_id, None)
+                            .await?;
+                    }
+                }
+            }
+            (Claim::Taken, Some(other)) => {
+                let reason = format!(
+                    "the contact with the mentor's member number is linked to mentor {}, who has the same member number; two mentors cannot share one member: correct one of them in the app",
+                    other.app_id
+                );
+                return self.queue_failure(&subject, Direction::Push, &reason, true).await;
+            }
+            (_, None) => {}
+        }
+        self.decide(snapshot, None, Some(read), Direction::Push, false).await
+    }
+}

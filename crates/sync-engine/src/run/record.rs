@@ -1,0 +1,547 @@
+//! One record: decide it with the pure core and carry the outcome out (app writes now, Dynamics writes queued with
+//! their intent, conflicts held or closed, the link saved); and the ways a link ends: the contact deleted, out of
+//! the sync's scope, or released because no mentor claims it any more.
+
+use std::collections::BTreeMap;
+
+use field_mapping::{AppValue, OnDelete};
+use sync_store::{
+    CacheEntry, Conflict, ConflictState, Direction, Link, MentorSnapshot, PullOutcome, PullUpdate, Release,
+};
+use tracing::info;
+
+use super::write::{PendingWrite, RecordWrite, WriteTarget};
+use super::{Read, RowMeta, Run, Subject};
+use crate::decide::{
+    FieldTimes, HeldField, LinkStatus, RecordInput, RecordOutcome, decide_record, effective_shadow, in_scope,
+    link_status,
+};
+use crate::error::Result;
+use crate::notify;
+use crate::plan::{PlanItem, show};
+use crate::record::{app_record, changed_at, field_changed_at, pull_update, shadow_expiry, shows_as_visible};
+use crate::service::MENTOR;
+
+/// Why a contact was released.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Why {
+    /// The mentor is no longer in the app.
+    MentorGone,
+    /// The app gave the mentor another member number.
+    Renumbered,
+    /// The contact was deactivated or no longer matches the organisation's filter.
+    LeftScope,
+}
+
+impl Why {
+    fn text(self) -> &'static str {
+        match self {
+            Why::MentorGone => "the mentor is no longer in the app",
+            Why::Renumbered => "the mentor's member number changed in the app",
+            Why::LeftScope => "the contact was deactivated or no longer matches the organisation's contact filter",
+        }
+    }
+}
+
+impl Run<'_> {
+    /// Decides a mentor against a Dynamics row read just now (or, without one, against the shadow: the etag then
+    /// guards the write) and carries the outcome out.
+    pub(super) async fn decide(
+        &mut self,
+        snapshot: MentorSnapshot,
+        link: Option<Link>,
+        read: Option<Read>,
+        direction: Direction,
+        after_412: bool,
+    ) -> Result<()> {
+        let app_id = snapshot.mentor.id.clone();
+        self.processed.insert(app_id.clone(), changed_at(&snapshot));
+        let mapping = &self.svc.mapping;
+        let shadow = link
+            .as_ref()
+            .map(|l| effective_shadow(mapping, l, read.as_ref().map(|r| &r.values)));
+        let app = app_record(mapping, &snapshot, self.today, shadow.as_ref());
+        let meta = match (&read, &link) {
+            (Some(read), _) => read.meta.clone(),
+            (None, Some(link)) => RowMeta {
+                id: link.dynamics_id,
+                etag: link.etag.clone(),
+                modified_on: link.dynamics_modified_on,
+                key: Some(link.alternate_key.clone()),
+            },
+            (None, None) => return Ok(()),
+        };
+        let dynamics = read
+            .as_ref()
+            .map(|r| r.values.clone())
+            .or_else(|| shadow.clone())
+            .unwrap_or_default();
+        let no_pending = BTreeMap::new();
+        let pending = self.conflicts.get(&app_id).unwrap_or(&no_pending);
+        let seen = link.as_ref().map(|l| l.seen.clone()).unwrap_or_default();
+        let default_times = |field: &str| FieldTimes {
+            app: Some(field_changed_at(&snapshot, field)),
+            dynamics: meta.modified_on,
+        };
+        let outcome = decide_record(RecordInput {
+            mapping,
+            policy: &self.svc.conflicts,
+            shadow: shadow.as_ref(),
+            app: &app,
+            dynamics: &dynamics,
+            seen: &seen,
+            default_times: &default_times,
+            pending,
+        });
+        let counts = match direction {
+            Direction::Pull => &mut self.metrics.pull,
+            Direction::Push => &mut self.metrics.push,
+        };
+        counts.conflicts += outcome.conflicts;
+        if outcome.writes_nothing() {
+            counts.skipped += 1;
+        }
+        self.carry_out(snapshot, link, meta, outcome, direction, after_412)
+            .await
+    }
+
+    async fn carry_out(
+        &mut self,
+        snapshot: MentorSnapshot,
+        link: Option<Link>,
+        meta: RowMeta,
+        outcome: RecordOutcome,
+        direction: Direction,
+        after_412: bool,
+    ) -> Result<()> {
+        let app_id = snapshot.mentor.id.clone();
+        for held in &outcome.held {
+            self.hold_conflict(&snapshot, held).await?;
+        }
+        if !outcome.to_app.is_empty() {
+            if self.apply() {
+                let mut update = pull_update(&outcome.to_app, meta.modified_on);
+                // Only if the app did not change the mentor since it was read: an app edit is never overwritten.
+                update.if_updated_at = Some(snapshot.mentor.updated_at);
+                if self.svc.app.apply_pull(self.org(), &app_id, &update).await? == PullOutcome::Stale {
+                    info!(org = %self.org(), mentor = %app_id, "the mentor changed in the app during the run; deciding it again");
+                    self.processed.remove(&app_id);
+                    return Ok(());
+                }
+                self.metrics.pull.written += 1;
+            } else {
+                let changes = outcome.to_app.iter().map(|(f, v)| (f.clone(), show(v))).collect();
+                self.plan.push(PlanItem::WriteApp {
+                    mentor_id: app_id.clone(),
+                    changes,
+                });
+            }
+        }
+        if !self.apply() {
+            return self.plan_dynamics_write(&snapshot, &meta, &outcome);
+        }
+        for id in &outcome.settled {
+            info!(org = %self.org(), mentor = %app_id, "both sides now hold the same value: the held conflict closed by itself");
+            self.svc.store.settle_conflict(id, self.now).await?;
+        }
+        // Resolutions needing no Dynamics write are done now; the others once their write succeeds.
+        for id in &outcome.applied_with_app {
+            self.svc.store.mark_conflict_applied(id).await?;
+        }
+        self.forget_closed(&app_id, &outcome);
+        if snapshot.mentor.dynamics_contact_id != Some(meta.id) {
+            self.svc
+                .app
+                .set_dynamics_contact(self.org(), &app_id, Some(meta.id))
+                .await?;
+        }
+        let key = outcome
+            .agreed
+            .get("member_number")
+            .and_then(text)
+            .or_else(|| snapshot.mentor.member_number.clone())
+            .or_else(|| meta.key.clone())
+            .unwrap_or_default();
+        let mut saved = Link {
+            organisation_id: self.org().to_owned(),
+            record_kind: MENTOR.to_owned(),
+            app_id: app_id.clone(),
+            dynamics_id: meta.id,
+            alternate_key: key,
+            etag: meta.etag.clone(),
+            visible: shows_as_visible(&outcome.agreed),
+            expires_on: shadow_expiry(&outcome.agreed),
+            shadow: outcome.agreed.clone(),
+            dynamics_modified_on: meta.modified_on,
+            synced_at: self.now,
+            pending: None,
+            seen: outcome.seen.clone(),
+        };
+        if link.is_none() {
+            // The mentor takes the contact: a release of it (by a mentor who left or was renumbered) is cancelled.
+            self.svc.store.delete_release(self.org(), MENTOR, meta.id).await?;
+        }
+        if !outcome.to_dynamics.is_empty() && self.writes_enabled {
+            // Until the write is confirmed, Dynamics may already show what it writes: the time rule must see it.
+            if shows_as_visible(&outcome.after_write) {
+                saved.visible = true;
+                saved.expires_on = shadow_expiry(&outcome.after_write);
+            }
+            self.pending.push(PendingWrite {
+                dynamics_id: meta.id,
+                etag: meta.etag,
+                fields: outcome.to_dynamics,
+                after_412,
+                target: WriteTarget::Record(Box::new(RecordWrite {
+                    link: saved,
+                    after_write: outcome.after_write,
+                    subject: Subject::of(&snapshot),
+                    resolved: outcome.applied_with_write,
+                    direction,
+                    new: link.is_none(),
+                })),
+            });
+            return Ok(());
+        }
+        let unchanged = link.as_ref().is_some_and(|l| {
+            l.shadow == saved.shadow
+                && l.etag == saved.etag
+                && l.dynamics_id == saved.dynamics_id
+                && l.alternate_key == saved.alternate_key
+                && l.seen == saved.seen
+                && l.pending.is_none()
+                && outcome.to_app.is_empty()
+        });
+        if !unchanged {
+            self.save_agreed(&saved).await?;
+        }
+        if outcome.to_dynamics.is_empty() {
+            self.clear_failures(&app_id).await?;
+        }
+        Ok(())
+    }
+
+    fn plan_dynamics_write(
+        &mut self,
+        snapshot: &MentorSnapshot,
+        meta: &RowMeta,
+        outcome: &RecordOutcome,
+    ) -> Result<()> {
+        if !outcome.to_dynamics.is_empty() && self.writes_enabled {
+            let changes = outcome.to_dynamics.iter().map(|(f, v)| (f.clone(), show(v))).collect();
+            self.plan.push(PlanItem::WriteDynamics {
+                member_number: snapshot
+                    .mentor
+                    .member_number
+                    .clone()
+                    .or_else(|| meta.key.clone())
+                    .unwrap_or_default(),
+                changes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Drops closed conflicts from the run's view, so later decisions of this run see them closed.
+    fn forget_closed(&mut self, app_id: &str, outcome: &RecordOutcome) {
+        if let Some(fields) = self.conflicts.get_mut(app_id) {
+            fields.retain(|_, pending| {
+                let id = match pending {
+                    crate::decide::Pending::Held { id } | crate::decide::Pending::Resolved { id, .. } => id,
+                };
+                !outcome.settled.contains(id) && !outcome.applied_with_app.contains(id)
+            });
+        }
+    }
+
+    /// Saves the link of a record both sides agree on (its shadow) and its cached certification status.
+    pub(super) async fn save_agreed(&self, link: &Link) -> Result<()> {
+        self.svc.store.save_link(link).await?;
+        if let Some(entry) = self.cache_entry(link) {
+            self.svc.store.save_cache_entry(&entry).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn cache_entry(&self, link: &Link) -> Option<CacheEntry> {
+        let status = match link.shadow.get("certification_status") {
+            Some(AppValue::Choice(s)) => s.clone(),
+            _ => return None,
+        };
+        Some(CacheEntry {
+            organisation_id: self.org().to_owned(),
+            mentor_id: link.app_id.clone(),
+            member_number: Some(link.alternate_key.clone()),
+            status,
+            expires_on: shadow_expiry(&link.shadow),
+            show_on_public_site: link.shadow.get("show_on_public_site") == Some(&AppValue::Bool(true)),
+            as_of: self.now,
+        })
+    }
+
+    async fn hold_conflict(&mut self, snapshot: &MentorSnapshot, held: &HeldField) -> Result<()> {
+        if !self.apply() {
+            if !held.already_held {
+                self.plan.push(PlanItem::Conflict {
+                    mentor_id: snapshot.mentor.id.clone(),
+                    field: held.field.clone(),
+                });
+            }
+            return Ok(());
+        }
+        let conflict = Conflict {
+            id: String::new(),
+            organisation_id: self.org().to_owned(),
+            record_kind: MENTOR.to_owned(),
+            app_id: snapshot.mentor.id.clone(),
+            field: held.field.clone(),
+            shadow_value: held.shadow.clone(),
+            app_value: held.app.clone(),
+            dynamics_value: held.dynamics.clone(),
+            app_changed_at: held.times.app,
+            dynamics_changed_at: held.times.dynamics,
+            detected_at: self.now,
+            state: ConflictState::Open,
+            resolved_by: None,
+        };
+        // Opens it, or brings the held one's values up to date with both sides.
+        let id = self.svc.store.open_conflict(&conflict).await?;
+        self.conflicts
+            .entry(snapshot.mentor.id.clone())
+            .or_default()
+            .insert(held.field.clone(), crate::decide::Pending::Held { id: id.clone() });
+        if !held.already_held
+            && let Some(coordinator) = &snapshot.mentor.coordinator_email
+        {
+            let message = notify::conflict(
+                self.svc.organisation.language,
+                snapshot.mentor.member_number.as_deref(),
+                &held.field,
+            );
+            self.enqueue(format!("conflict:{id}"), coordinator, message).await?;
+        }
+        Ok(())
+    }
+
+    // ----- links that end -----
+
+    /// Re-reads a linked or unlinked mentor's contact and decides it (retries, resolutions, a sync of one mentor).
+    pub(super) async fn recheck(&mut self, snapshot: MentorSnapshot, link: Option<Link>) -> Result<()> {
+        let Some(link) = link else {
+            return self.unlinked(snapshot).await;
+        };
+        match link_status(&link, Some(snapshot.mentor.member_number.as_deref())) {
+            LinkStatus::Stands => {}
+            LinkStatus::Renumbered => {
+                self.release(&link, link.etag.clone(), Why::Renumbered).await?;
+                return self.unlinked(snapshot).await;
+            }
+            LinkStatus::MentorGone => return self.mentor_gone(link).await,
+        }
+        let writer = self.svc.client.writer(&self.svc.mapping);
+        let row = writer
+            .read(link.dynamics_id, &self.select())
+            .await
+            .map_err(|e| self.dynamics(e))?;
+        let Some(row) = row else {
+            return self.deleted(link).await;
+        };
+        self.with_row(snapshot, link, &row, Direction::Push, None, false).await
+    }
+
+    /// Decides a linked mentor against a row read just now: the contact may have left the sync's scope.
+    pub(super) async fn with_row(
+        &mut self,
+        snapshot: MentorSnapshot,
+        link: Link,
+        row: &dynamics_client::Row,
+        direction: Direction,
+        matches_filter: Option<bool>,
+        after_412: bool,
+    ) -> Result<()> {
+        let read = match self.read(row) {
+            Ok(read) => read,
+            Err(reason) => {
+                return self
+                    .queue_failure(&Subject::of(&snapshot), direction, &reason, false)
+                    .await;
+            }
+        };
+        if !in_scope(&self.svc.mapping, &read.values, matches_filter) {
+            return self.left_scope(snapshot, link, read).await;
+        }
+        self.decide(snapshot, Some(link), Some(read), direction, after_412)
+            .await
+    }
+
+    /// A linked contact left the sync (deactivated, or no longer matching the organisation's filter): its last
+    /// values reach the app, the membership ends as for a deletion (`on_delete`), and the contact is released
+    /// (hidden from the public site) and unlinked. If it comes back, the pull links it again.
+    pub(super) async fn left_scope(&mut self, snapshot: MentorSnapshot, link: Link, read: Read) -> Result<()> {
+        let app_id = snapshot.mentor.id.clone();
+        self.processed.insert(app_id.clone(), changed_at(&snapshot));
+        let mapping = &self.svc.mapping;
+        let shadow = effective_shadow(mapping, &link, Some(&read.values));
+        let app = app_record(mapping, &snapshot, self.today, Some(&shadow));
+        let default_times = |field: &str| FieldTimes {
+            app: Some(field_changed_at(&snapshot, field)),
+            dynamics: read.meta.modified_on,
+        };
+        let outcome = decide_record(RecordInput {
+            mapping,
+            policy: &self.svc.conflicts,
+            shadow: Some(&shadow),
+            app: &app,
+            dynamics: &read.values,
+            seen: &link.seen,
+            default_times: &default_times,
+            pending: &BTreeMap::new(),
+        });
+        let mut update = pull_update(&outcome.to_app, read.meta.modified_on);
+        if mapping.on_delete() == OnDelete::EndMembership {
+            update.membership_status = Some(Some("ended".to_owned()));
+            update.source_modified_on = read.meta.modified_on.or(Some(self.now));
+        }
+        update.if_updated_at = Some(snapshot.mentor.updated_at);
+        if !self.apply() {
+            self.plan.push(PlanItem::Deletion { mentor_id: app_id });
+            return Ok(());
+        }
+        info!(org = %self.org(), mentor = %app_id, contact = %link.dynamics_id, "the contact left the sync (deactivated or outside the contact filter); ending the membership and unlinking");
+        if self.svc.app.apply_pull(self.org(), &app_id, &update).await? == PullOutcome::Stale {
+            self.processed.remove(&app_id);
+            return Ok(());
+        }
+        self.metrics.pull.written += 1;
+        self.release(&link, read.meta.etag.clone(), Why::LeftScope).await?;
+        self.svc.app.set_dynamics_contact(self.org(), &app_id, None).await?;
+        self.clear_failures(&app_id).await
+    }
+
+    /// A linked contact was deleted in Dynamics: end the membership or only unlink, as the mapping says. The app row
+    /// is never deleted; a mentor already gone from the app only loses the link.
+    pub(super) async fn deleted(&mut self, link: Link) -> Result<()> {
+        self.processed.insert(link.app_id.clone(), self.now);
+        if !self.apply() {
+            self.plan.push(PlanItem::Deletion { mentor_id: link.app_id });
+            return Ok(());
+        }
+        info!(org = %self.org(), mentor = %link.app_id, contact = %link.dynamics_id, "contact deleted in Dynamics; unlinking the mentor");
+        let present = !self
+            .svc
+            .app
+            .existing_mentors(self.org(), std::slice::from_ref(&link.app_id))
+            .await?
+            .is_empty();
+        if present {
+            if self.svc.mapping.on_delete() == OnDelete::EndMembership {
+                let update = PullUpdate {
+                    membership_status: Some(Some("ended".to_owned())),
+                    source_modified_on: Some(self.now),
+                    ..PullUpdate::default()
+                };
+                self.svc.app.apply_pull(self.org(), &link.app_id, &update).await?;
+            }
+            self.svc
+                .app
+                .set_dynamics_contact(self.org(), &link.app_id, None)
+                .await?;
+            self.metrics.pull.written += 1;
+        }
+        self.svc.store.delete_link(self.org(), MENTOR, &link.app_id).await?;
+        self.svc
+            .store
+            .delete_release(self.org(), MENTOR, link.dynamics_id)
+            .await?;
+        self.svc.store.forget_record(self.org(), MENTOR, &link.app_id).await?;
+        self.failing.remove(&link.app_id);
+        self.conflicts.remove(&link.app_id);
+        Ok(())
+    }
+
+    /// A linked mentor is no longer in the app: the contact is released (hidden from the public site) and what the
+    /// sync state held about the mentor is forgotten.
+    pub(super) async fn mentor_gone(&mut self, link: Link) -> Result<()> {
+        self.processed.insert(link.app_id.clone(), self.now);
+        let etag = link.etag.clone();
+        self.release(&link, etag, Why::MentorGone).await?;
+        if self.apply() {
+            self.svc.store.forget_record(self.org(), MENTOR, &link.app_id).await?;
+        }
+        self.failing.remove(&link.app_id);
+        self.conflicts.remove(&link.app_id);
+        Ok(())
+    }
+
+    /// Ends a link whose contact no mentor claims any more and records the contact to be hidden from the public
+    /// site (by the time rule of this run and, until that succeeds, of every later run).
+    pub(super) async fn release(&mut self, link: &Link, etag: Option<String>, why: Why) -> Result<()> {
+        if !self.apply() {
+            self.plan.push(PlanItem::WriteDynamics {
+                member_number: link.alternate_key.clone(),
+                changes: self.hide_fields().iter().map(|(f, v)| (f.clone(), show(v))).collect(),
+            });
+            return Ok(());
+        }
+        info!(org = %self.org(), mentor = %link.app_id, contact = %link.dynamics_id, reason = why.text(), "releasing the contact: it is hidden from the public site and unlinked");
+        self.svc
+            .store
+            .add_release(&Release {
+                organisation_id: self.org().to_owned(),
+                record_kind: MENTOR.to_owned(),
+                dynamics_id: link.dynamics_id,
+                app_id: link.app_id.clone(),
+                etag,
+                reason: why.text().to_owned(),
+                since: self.now,
+                attempts: 0,
+                last_error: None,
+            })
+            .await?;
+        self.svc.store.delete_link(self.org(), MENTOR, &link.app_id).await?;
+        self.svc.store.delete_cache_entry(self.org(), &link.app_id).await?;
+        if !matches!(why, Why::MentorGone) {
+            self.svc
+                .app
+                .set_dynamics_contact(self.org(), &link.app_id, None)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The app-owned values that hide a contact no mentor claims: not on the public site, no certification.
+    pub(super) fn hide_fields(&self) -> Vec<(String, AppValue)> {
+        let mapping = &self.svc.mapping;
+        let mut fields = Vec::new();
+        if mapping.field("show_on_public_site").is_some() {
+            fields.push(("show_on_public_site".to_owned(), AppValue::Bool(false)));
+        }
+        if mapping.field("certification_status").is_some() {
+            fields.push(("certification_status".to_owned(), AppValue::Choice("none".to_owned())));
+        }
+        fields
+    }
+
+    /// Whether a Dynamics row already shows the hiding values (read column by column, so a row whose other
+    /// columns do not decode can still be judged).
+    pub(super) fn row_hidden(&self, row: &dynamics_client::Row) -> bool {
+        self.hide_fields().iter().all(|(field, value)| {
+            self.svc
+                .mapping
+                .field(field)
+                .and_then(|spec| {
+                    spec.from_dataverse(row)
+                        .ok()
+                        .map(|v| spec.normalise(&v) == spec.normalise(value))
+                })
+                .unwrap_or(false)
+        })
+    }
+}
+
+fn text(value: &AppValue) -> Option<String> {
+    match value {
+        AppValue::Text(t) | AppValue::Choice(t) => Some(t.clone()),
+        _ => None,
+    }
+}

@@ -1,0 +1,81 @@
+//! Retries: failed records, admin resolutions and writes whose outcome is unknown are decided again against
+//! Dynamics as it is now (read, never assumed). A record whose mentor left the app is released and forgotten.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sync_store::{Direction, FailureState, Link};
+
+use super::{APP_PAGE, Run, Subject};
+use crate::decide::Pending;
+use crate::error::Result;
+use crate::service::MENTOR;
+
+impl Run<'_> {
+    pub(super) async fn retries(&mut self) -> Result<()> {
+        let mut ids: BTreeSet<String> = self
+            .svc
+            .store
+            .failures(self.org(), FailureState::Retrying)
+            .await?
+            .into_iter()
+            .filter(|f| f.record_kind == MENTOR)
+            .map(|f| f.record_key)
+            .collect();
+        ids.extend(
+            self.conflicts
+                .iter()
+                .filter(|(_, fields)| fields.values().any(|p| matches!(p, Pending::Resolved { .. })))
+                .map(|(app_id, _)| app_id.clone()),
+        );
+        ids.extend(
+            self.svc
+                .store
+                .links_with_pending(self.org(), MENTOR)
+                .await?
+                .into_iter()
+                .map(|l| l.app_id),
+        );
+        ids.retain(|id| !self.processed.contains_key(id));
+        let ids: Vec<String> = ids.into_iter().collect();
+        for chunk in ids.chunks(APP_PAGE as usize) {
+            self.keep_lock().await?;
+            let snapshots = self.svc.app.mentors(self.org(), chunk).await?;
+            let mut links: BTreeMap<String, Link> = self
+                .svc
+                .store
+                .links(self.org(), MENTOR, chunk)
+                .await?
+                .into_iter()
+                .map(|l| (l.app_id.clone(), l))
+                .collect();
+            let found: BTreeSet<String> = snapshots.iter().map(|s| s.mentor.id.clone()).collect();
+            for app_id in chunk.iter().filter(|id| !found.contains(*id)) {
+                // Gone from the app: its failures and conflicts are forgotten, its contact released.
+                let subject = Subject {
+                    app_id: app_id.clone(),
+                    member_number: None,
+                    coordinator: None,
+                };
+                let outcome = match links.remove(app_id) {
+                    Some(link) => self.mentor_gone(link).await,
+                    None if self.apply() => self
+                        .svc
+                        .store
+                        .forget_record(self.org(), MENTOR, app_id)
+                        .await
+                        .map_err(Into::into),
+                    None => Ok(()),
+                };
+                self.isolate(&subject, Direction::Push, false, outcome).await?;
+            }
+            for snapshot in snapshots {
+                let subject = Subject::of(&snapshot);
+                let link = links.remove(&snapshot.mentor.id);
+                let outcome = self.recheck(snapshot, link).await;
+                self.isolate(&subject, Direction::Push, false, outcome).await?;
+            }
+            self.flush().await?;
+        }
+        Ok(())
+    }
+}
