@@ -75,6 +75,9 @@ pub(crate) struct Run<'s> {
     plan: Vec<PlanItem>,
     /// Mentors decided this run, with the app change time each decision saw: a later app change is decided again.
     processed: BTreeMap<String, DateTime<Utc>>,
+    /// Mentors whose contact was deleted or left the scope this run and that nothing has linked or queued since: the
+    /// retry phase looks them up once, so a mentor left without a contact is queued (and its coordinator told).
+    relink: BTreeSet<String>,
 }
 
 /// A Dynamics row's identity and version.
@@ -160,6 +163,7 @@ impl<'s> Run<'s> {
             ),
             plan: Vec::new(),
             processed: BTreeMap::new(),
+            relink: BTreeSet::new(),
         }
     }
 
@@ -431,6 +435,7 @@ impl<'s> Run<'s> {
     ) -> Result<()> {
         // Decided for this run: the retry phase does not try it a second time.
         self.processed.insert(subject.app_id.clone(), DateTime::<Utc>::MAX_UTC);
+        self.relink.remove(&subject.app_id);
         if !self.apply() {
             return Ok(());
         }

@@ -56,6 +56,7 @@ impl Run<'_> {
     ) -> Result<()> {
         let app_id = snapshot.mentor.id.clone();
         self.processed.insert(app_id.clone(), changed_at(&snapshot));
+        self.relink.remove(&app_id);
         let mapping = &self.svc.mapping;
         let shadow = link
             .as_ref()
@@ -379,7 +380,6 @@ impl Run<'_> {
     /// (hidden from the public site) and unlinked. If it comes back, the pull links it again.
     pub(super) async fn left_scope(&mut self, snapshot: MentorSnapshot, link: Link, read: Read) -> Result<()> {
         let app_id = snapshot.mentor.id.clone();
-        self.processed.insert(app_id.clone(), changed_at(&snapshot));
         let mapping = &self.svc.mapping;
         let shadow = effective_shadow(mapping, &link, Some(&read.values));
         let app = app_record(mapping, &snapshot, self.today, Some(&shadow));
@@ -415,13 +415,16 @@ impl Run<'_> {
         self.metrics.pull.written += 1;
         self.release(&link, read.meta.etag.clone(), Why::LeftScope).await?;
         self.svc.app.set_dynamics_contact(self.org(), &app_id, None).await?;
-        self.clear_failures(&app_id).await
+        // Looked up once more by the retry phase: without a contact in scope, the mentor is queued.
+        self.relink.insert(app_id);
+        Ok(())
     }
 
     /// A linked contact was deleted in Dynamics: end the membership or only unlink, as the mapping says. The app row
     /// is never deleted; a mentor already gone from the app only loses the link.
     pub(super) async fn deleted(&mut self, link: Link) -> Result<()> {
-        self.processed.insert(link.app_id.clone(), self.now);
+        // The mentor is not marked decided: a contact re-created with its number (in this very page, perhaps) is
+        // linked in this run; otherwise the retry phase looks it up once and queues it.
         if !self.apply() {
             self.plan.push(PlanItem::Deletion { mentor_id: link.app_id });
             return Ok(());
@@ -456,6 +459,9 @@ impl Run<'_> {
         self.svc.store.forget_record(self.org(), MENTOR, &link.app_id).await?;
         self.failing.remove(&link.app_id);
         self.conflicts.remove(&link.app_id);
+        if present {
+            self.relink.insert(link.app_id);
+        }
         Ok(())
     }
 

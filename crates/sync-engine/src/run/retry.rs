@@ -36,6 +36,8 @@ impl Run<'_> {
                 .map(|l| l.app_id),
         );
         ids.retain(|id| !self.processed.contains_key(id));
+        // Mentors whose contact went away this run, not linked or queued since.
+        ids.extend(self.relink.iter().cloned());
         let ids: Vec<String> = ids.into_iter().collect();
         for chunk in ids.chunks(APP_PAGE as usize) {
             self.keep_lock().await?;

@@ -273,7 +273,6 @@ async fn deactivated_and_deleted(filter: &'static str) {
         w.sim.state().delete("contacts", z).unwrap();
         w.clock.set(at("2026-06-02T00:30:00Z"));
         let report = w.run_ok().await;
-        assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
         let a_now = w.snapshot(&a).await;
         let membership = a_now.membership.unwrap();
         assert_eq!(
@@ -291,14 +290,21 @@ async fn deactivated_and_deleted(filter: &'static str) {
             "deletion ends the membership"
         );
         assert_eq!(d_now.mentor.dynamics_contact_id, None);
-        assert!(w.failing().await.is_empty());
-        // A quiet night: nothing written, nothing failing.
+        // Both mentors are left without a contact: they are queued, once, and their coordinator told.
+        assert_eq!(report.status, RunStatus::Partial, "{report:?}");
+        let failing = w.failing().await;
+        assert_eq!(failing.len(), 2, "{failing:?}");
+        assert!(failing.iter().all(|f| f.attempts == 1), "{failing:?}");
+        let reasons: Vec<&str> = failing.iter().map(|f| f.error.as_str()).collect();
+        assert!(reasons.iter().any(|r| r.contains("no contact")), "{reasons:?}");
+        // A quiet night: nothing written, each tried once more.
         let report = w.run_ok().await;
         assert_eq!(
             report.metrics.push.written + report.metrics.pull.written,
             0,
             "{report:?}"
         );
+        assert!(w.failing().await.iter().all(|f| f.attempts == 2));
         // The contact is reactivated: the mentor is linked again and the membership flows back.
         w.sim
             .state()
@@ -309,6 +315,13 @@ async fn deactivated_and_deleted(filter: &'static str) {
         assert_eq!(a_now.mentor.dynamics_contact_id, Some(x));
         assert_eq!(a_now.membership.unwrap().status.as_deref(), Some("active"));
         assert_eq!(w.row(x)["hlf_showonpublicsite"], true);
+        let failing = w.failing().await;
+        assert_eq!(
+            failing.len(),
+            1,
+            "only the mentor whose contact was deleted still waits: {failing:?}"
+        );
+        assert_eq!(failing[0].record_key, d);
         db
     })
     .await;
