@@ -11,7 +11,7 @@
 //!
 //! The run (`run/`) reads both sides, calls these, and carries out the result.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use field_mapping::{AppRecord, AppValue, ConflictStrategy, FieldKind, Owner, RecordMapping};
@@ -206,6 +206,9 @@ pub(crate) struct RecordInput<'a> {
     pub(crate) default_times: &'a dyn Fn(&str) -> FieldTimes,
     /// The record's open or resolved conflicts, by field.
     pub(crate) pending: &'a BTreeMap<String, Pending>,
+    /// Fields whose Dynamics value could not be read (a value the mapping does not know): an app-owned one is
+    /// written anyway (the app's value wins whatever Dynamics holds), any other keeps its shadow.
+    pub(crate) unreadable: &'a BTreeSet<String>,
 }
 
 /// A field held for an admin.
@@ -268,6 +271,7 @@ pub(crate) fn decide_record(input: RecordInput<'_>) -> RecordOutcome {
         seen,
         default_times,
         pending,
+        unreadable,
     } = input;
     let mut out = RecordOutcome::default();
     for spec in mapping.fields() {
@@ -284,6 +288,16 @@ pub(crate) fn decide_record(input: RecordInput<'_>) -> RecordOutcome {
             let value = dynamics.get(field).cloned().unwrap_or(AppValue::Null);
             out.agreed.insert(field.to_owned(), value.clone());
             out.after_write.insert(field.to_owned(), value);
+            continue;
+        }
+        if unreadable.contains(field)
+            && spec.owner == Owner::App
+            && let Some(app_value) = app.get(field)
+        {
+            let value = spec.normalise(app_value);
+            keep_old(&mut out);
+            out.after_write.insert(field.to_owned(), value.clone());
+            out.to_dynamics.push((field.to_owned(), value));
             continue;
         }
         // A field missing from either side is not compared (the caller reads complete records; a partial one must
@@ -814,6 +828,7 @@ mod tests {
             seen: &seen,
             default_times: &row_times,
             pending: &BTreeMap::new(),
+            unreadable: &BTreeSet::new(),
         });
         assert_eq!(outcome.to_app, vec![("phone".to_owned(), v("dyn"))], "{outcome:?}");
         assert_eq!(outcome.conflicts, 1);
@@ -827,6 +842,7 @@ mod tests {
             seen: &BTreeMap::new(),
             default_times: &row_times,
             pending: &BTreeMap::new(),
+            unreadable: &BTreeSet::new(),
         });
         assert_eq!(outcome.to_dynamics, vec![("phone".to_owned(), v("app"))]);
     }
@@ -852,6 +868,7 @@ mod tests {
             seen: &BTreeMap::new(),
             default_times: &times,
             pending: &BTreeMap::new(),
+            unreadable: &BTreeSet::new(),
         });
         assert_eq!(outcome.held.len(), 1);
         let seen = &outcome.seen["phone"];
@@ -862,6 +879,46 @@ mod tests {
         let caught_up = forget_settled(&outcome.seen, &record(&[("phone", v("app"))]));
         assert!(caught_up["phone"].app.is_none());
         assert!(caught_up["phone"].dynamics.is_some());
+    }
+
+    #[test]
+    fn an_unreadable_dynamics_value_still_gets_the_apps_value_when_the_app_owns_the_field() {
+        let mapping = mapping_with_shared_phone();
+        let policy = ConflictPolicy::default();
+        let shadow = record(&[
+            ("certification_status", AppValue::Choice("active".into())),
+            ("membership_type", AppValue::Choice("ordinary".into())),
+        ]);
+        let app = record(&[
+            ("certification_status", AppValue::Choice("revoked".into())),
+            ("membership_type", AppValue::Choice("ordinary".into())),
+        ]);
+        // Neither Dynamics value could be read.
+        let unreadable: BTreeSet<String> = ["certification_status", "membership_type"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let times = |_: &str| FieldTimes::default();
+        let outcome = decide_record(RecordInput {
+            mapping: &mapping,
+            policy: &policy,
+            shadow: Some(&shadow),
+            app: &app,
+            dynamics: &AppRecord::new(),
+            seen: &BTreeMap::new(),
+            default_times: &times,
+            pending: &BTreeMap::new(),
+            unreadable: &unreadable,
+        });
+        assert_eq!(
+            outcome.to_dynamics,
+            vec![("certification_status".to_owned(), AppValue::Choice("revoked".into()))]
+        );
+        assert!(
+            outcome.to_app.is_empty(),
+            "a Dynamics-owned field it cannot read is left alone"
+        );
+        assert_eq!(outcome.agreed["membership_type"], AppValue::Choice("ordinary".into()));
     }
 
     #[test]

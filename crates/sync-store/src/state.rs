@@ -58,16 +58,39 @@ fn link_from(row: &AnyRow) -> Result<Link> {
         expires_on: row.opt_date("sync_link", "expires_on")?,
         dynamics_modified_on: row.opt_at("dynamics_modified_on")?,
         synced_at: row.at("synced_at")?,
-        pending: row
-            .opt_text("pending")?
-            .map(|t| from_json::<AppRecord>(&t, "sync_link", "pending"))
-            .transpose()?,
+        // Both are hints the engine can do without: a malformed value reads as none (the engine then reads the row
+        // from Dynamics or times the change anew) rather than making the link unreadable.
+        pending: row.opt_text("pending")?.and_then(|t| tolerant(&t, "pending")),
         seen: row
             .opt_text("seen")?
-            .map(|t| from_json(&t, "sync_link", "seen"))
-            .transpose()?
+            .and_then(|t| tolerant(&t, "seen"))
             .unwrap_or_default(),
     })
+}
+
+fn tolerant<T: serde::de::DeserializeOwned>(text: &str, column: &str) -> Option<T> {
+    match serde_json::from_str(text) {
+        Ok(value) => Some(value),
+        Err(_) => {
+            tracing::warn!(column, "a malformed value in sync_link was ignored");
+            None
+        }
+    }
+}
+
+/// Reads the links of a multi-row query; a row that cannot be read is skipped with a warning (the engine then treats
+/// its record as unlinked and links it afresh, which overwrites the row), so one malformed row never blocks a page.
+fn links_from(rows: &[AnyRow]) -> Vec<Link> {
+    rows.iter()
+        .filter_map(|row| match link_from(row) {
+            Ok(link) => Some(link),
+            Err(e) => {
+                let app_id = row.text("app_id").unwrap_or_default();
+                tracing::warn!(app = %app_id, error = %e, "a link that cannot be read was skipped");
+                None
+            }
+        })
+        .collect()
 }
 
 fn release_from(row: &AnyRow) -> Result<Release> {
@@ -289,9 +312,7 @@ impl Store {
             for id in chunk {
                 query = query.bind(id);
             }
-            for row in query.fetch_all(&self.pool).await.doing("reading links")? {
-                out.push(link_from(&row)?);
-            }
+            out.extend(links_from(&query.fetch_all(&self.pool).await.doing("reading links")?));
         }
         Ok(out)
     }
@@ -318,9 +339,7 @@ impl Store {
             for id in chunk {
                 query = query.bind(id.to_string());
             }
-            for row in query.fetch_all(&self.pool).await.doing("reading links")? {
-                out.push(link_from(&row)?);
-            }
+            out.extend(links_from(&query.fetch_all(&self.pool).await.doing("reading links")?));
         }
         Ok(out)
     }
@@ -363,7 +382,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .doing("reading links")?;
-        rows.iter().map(link_from).collect()
+        Ok(links_from(&rows))
     }
 
     /// Links with a write whose outcome is not recorded yet (see [`Link::pending`]), at most 1,000: the next run
@@ -378,7 +397,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .doing("reading links with a pending write")?;
-        rows.iter().map(link_from).collect()
+        Ok(links_from(&rows))
     }
 
     /// Saves a link and its shadow.
@@ -419,6 +438,28 @@ impl Store {
             .doing("saving a link")?;
         }
         tx.commit().await.doing("committing links")?;
+        Ok(())
+    }
+
+    /// Removes the link of an app record only while it still points to `dynamics_id` (the record may have been
+    /// linked to another row since).
+    pub async fn delete_link_to(
+        &self,
+        organisation_id: &str,
+        record_kind: &str,
+        app_id: &str,
+        dynamics_id: Uuid,
+    ) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM sync_link WHERE organisation_id = $1 AND record_kind = $2 AND app_id = $3 AND dynamics_id = $4",
+        )
+        .bind(organisation_id)
+        .bind(record_kind)
+        .bind(app_id)
+        .bind(dynamics_id.to_string())
+        .execute(&self.pool)
+        .await
+        .doing("removing a link")?;
         Ok(())
     }
 
@@ -1111,13 +1152,15 @@ impl Store {
     }
 
     /// Marks the cache entries of an organisation's linked mentors as confirmed at `as_of`, except those with a
-    /// failed record: after a run, they are known to agree with Dynamics.
+    /// failed record or a write whose outcome is not known yet: after a run, the others agree with Dynamics.
     pub async fn confirm_cache(&self, organisation_id: &str, as_of: DateTime<Utc>) -> Result<u64> {
         let result = sqlx::query(
             "UPDATE certification_cache SET as_of = $1
              WHERE organisation_id = $2
-               AND mentor_id IN (SELECT app_id FROM sync_link WHERE organisation_id = $2)
-               AND mentor_id NOT IN (SELECT record_key FROM failed_record WHERE organisation_id = $2)",
+               AND mentor_id IN (SELECT app_id FROM sync_link
+                                 WHERE organisation_id = $2 AND record_kind = 'mentor' AND pending IS NULL)
+               AND mentor_id NOT IN (SELECT record_key FROM failed_record
+                                     WHERE organisation_id = $2 AND record_kind = 'mentor')",
         )
         .bind(ms(as_of))
         .bind(organisation_id)

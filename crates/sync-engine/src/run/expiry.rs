@@ -13,10 +13,23 @@ use crate::error::Result;
 use crate::service::MENTOR;
 
 impl Run<'_> {
+    /// Its three parts run whatever happened to the one before (unless the run must stop); the first error is
+    /// the phase's.
     pub(super) async fn time_rule(&mut self) -> Result<()> {
-        self.release_gone().await?;
-        self.push_expired().await?;
-        self.time_rule_releases().await
+        let gone = self.release_gone().await;
+        if let Err(e) = &gone
+            && super::stops_run(e)
+        {
+            return gone;
+        }
+        let expired = self.push_expired().await;
+        if let Err(e) = &expired
+            && super::stops_run(e)
+        {
+            return expired;
+        }
+        let released = self.time_rule_releases().await;
+        gone.and(expired).and(released)
     }
 
     /// Links whose mentor is no longer in the app (deleted, or moved to another organisation): their contacts are
@@ -106,7 +119,24 @@ impl Run<'_> {
             after = Some(last.dynamics_id);
             self.keep_lock().await?;
             let full = releases.len() == APP_PAGE as usize;
+            // A contact a mentor has taken meanwhile is not hidden.
+            let ids: Vec<Uuid> = releases.iter().map(|r| r.dynamics_id).collect();
+            let taken: BTreeSet<Uuid> = self
+                .svc
+                .store
+                .links_by_dynamics_ids(self.org(), MENTOR, &ids)
+                .await?
+                .into_iter()
+                .map(|l| l.dynamics_id)
+                .collect();
             for release in releases {
+                if taken.contains(&release.dynamics_id) {
+                    self.svc
+                        .store
+                        .delete_release(self.org(), MENTOR, release.dynamics_id)
+                        .await?;
+                    continue;
+                }
                 self.pending.push(PendingWrite {
                     dynamics_id: release.dynamics_id,
                     etag: release.etag,

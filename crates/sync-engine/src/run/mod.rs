@@ -78,6 +78,15 @@ pub(crate) struct Run<'s> {
     /// Mentors whose contact was deleted or left the scope this run and that nothing has linked or queued since: the
     /// retry phase looks them up once, so a mentor left without a contact is queued (and its coordinator told).
     relink: BTreeSet<String>,
+    /// Mentors whose app write was skipped because the app changed them meanwhile: decided again this run against
+    /// Dynamics read afresh (the retry phase at the latest), so the Dynamics change is not lost.
+    reread: BTreeSet<String>,
+    /// Mentors with a problem queued this run although the rest of the record synced: a successful write must not
+    /// clear that failure.
+    partial: BTreeSet<String>,
+    /// Writes sent per mentor this run: each gets its own sync stamp (one second apart), so the stamp tells which
+    /// of two writes of one run landed.
+    writes_sent: BTreeMap<String, u32>,
 }
 
 /// A Dynamics row's identity and version.
@@ -89,11 +98,15 @@ pub(crate) struct RowMeta {
     pub(crate) key: Option<String>,
 }
 
-/// A Dynamics row as read: its identity and its mapped values.
+/// A Dynamics row as read: its identity, the mapped values that could be read, and what could not.
 #[derive(Debug, Clone)]
 pub(crate) struct Read {
     pub(crate) meta: RowMeta,
     pub(crate) values: AppRecord,
+    /// Fields whose value could not be read (a value the mapping does not know, a text too long).
+    pub(crate) unreadable: BTreeSet<String>,
+    /// Why, one message per field, for the failed-record queue.
+    pub(crate) problems: Vec<String>,
 }
 
 /// Who a record-level failure is about, for the queue and the coordinator's notification.
@@ -133,9 +146,17 @@ pub(crate) fn record_level(error: &Error) -> bool {
 fn stops_run(error: &Error) -> bool {
     match error {
         Error::Dynamics { source, .. } => source.is_run_level(),
-        Error::Store(_) | Error::Stopped => true,
+        // A record-level store error that escaped its record (one malformed stored row) does not stop the others.
+        Error::Store(e) => !e.is_record_level(),
+        Error::Stopped => true,
         _ => !record_level(error),
     }
+}
+
+/// A failure reason for the log: its leading phrase, without the details after the first colon, which may quote
+/// values from Dynamics or the app (personal data stays in the failed-record queue, out of the logs).
+fn loggable(reason: &str) -> &str {
+    reason.split_once(": ").map_or(reason, |(head, _)| head)
 }
 
 impl<'s> Run<'s> {
@@ -164,6 +185,9 @@ impl<'s> Run<'s> {
             plan: Vec::new(),
             processed: BTreeMap::new(),
             relink: BTreeSet::new(),
+            reread: BTreeSet::new(),
+            partial: BTreeSet::new(),
+            writes_sent: BTreeMap::new(),
         }
     }
 
@@ -370,27 +394,32 @@ impl<'s> Run<'s> {
         })
     }
 
-    /// Reads a row's identity and its readable mapped fields; every problem is reported together.
+    /// Reads a row's identity and its mapped fields. A field whose value cannot be read is left out and named, so
+    /// the rest of the record still syncs (the app's certification above all); only a row without a usable id is
+    /// refused.
     fn read(&self, row: &Row) -> std::result::Result<Read, String> {
         let meta = self.meta(row)?;
-        let mut values = AppRecord::new();
-        let mut errors = Vec::new();
+        let mut read = Read {
+            meta,
+            values: AppRecord::new(),
+            unreadable: BTreeSet::new(),
+            problems: Vec::new(),
+        };
         for spec in self.svc.mapping.fields() {
             if self.unreadable.contains(&spec.field) {
                 continue;
             }
             match spec.from_dataverse(row) {
                 Ok(value) => {
-                    values.insert(spec.field.clone(), value);
+                    read.values.insert(spec.field.clone(), value);
                 }
-                Err(e) => errors.push(e.to_string()),
+                Err(e) => {
+                    read.unreadable.insert(spec.field.clone());
+                    read.problems.push(e.to_string());
+                }
             }
         }
-        if errors.is_empty() {
-            Ok(Read { meta, values })
-        } else {
-            Err(format!("the Dynamics row cannot be read: {}", errors.join("; ")))
-        }
+        Ok(read)
     }
 
     /// Tells the service's progress observer (a progress bar on a terminal) how far the run is.
@@ -443,7 +472,7 @@ impl<'s> Run<'s> {
             Direction::Pull => self.metrics.pull.failed += 1,
             Direction::Push => self.metrics.push.failed += 1,
         }
-        warn!(org = %self.org(), mentor = %subject.app_id, reason = %reason, "a record could not be synced; queued for the next run");
+        warn!(org = %self.org(), mentor = %subject.app_id, reason = %loggable(reason), "a record could not be synced; queued for the next run (the failed-record queue has the details)");
         // One entry per record: a record failing again, whichever phase found it, counts against the same one.
         let direction = *self.failing.entry(subject.app_id.clone()).or_insert(direction);
         let failure = self
@@ -473,9 +502,10 @@ impl<'s> Run<'s> {
         Ok(())
     }
 
-    /// A record that synced is no longer failing, whichever way it failed before.
+    /// A record that synced is no longer failing, whichever way it failed before (unless part of it failed this
+    /// run).
     async fn clear_failures(&mut self, app_id: &str) -> Result<()> {
-        if !self.apply() || self.failing.remove(app_id).is_none() {
+        if !self.apply() || self.partial.contains(app_id) || self.failing.remove(app_id).is_none() {
             return Ok(());
         }
         for direction in [Direction::Pull, Direction::Push] {

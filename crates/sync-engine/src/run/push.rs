@@ -112,8 +112,11 @@ impl Run<'_> {
             .fields()
             .iter()
             .any(|f| !link.shadow.contains_key(&f.field));
-        // A held conflict or a failed record needs Dynamics' current values too: the shadow is not them.
-        let uncertain = self.conflicts.contains_key(&link.app_id) || self.failing.contains_key(&link.app_id);
+        // A held conflict, a failed record or an app write skipped earlier this run needs Dynamics' current values
+        // too: the shadow is not them.
+        let uncertain = self.conflicts.contains_key(&link.app_id)
+            || self.failing.contains_key(&link.app_id)
+            || self.reread.contains(&link.app_id);
         if link.pending.is_some() || incomplete || uncertain {
             return self.recheck(snapshot, Some(link)).await;
         }
@@ -199,18 +202,14 @@ impl Run<'_> {
         match (claim(status), existing) {
             (Claim::Free, _) => {}
             (Claim::TakeOver, Some(other)) => {
-                // The other mentor left the app or took another number: the contact passes to this mentor.
+                // The other mentor left the app or took another number: the contact passes to this mentor. It is
+                // released first, so it is hidden should this mentor not take it after all; linking it cancels that.
                 tracing::info!(org = %self.org(), mentor = %subject.app_id, previous = %other.app_id, contact = %other.dynamics_id, "the contact passes to the mentor who now has its member number");
-                if self.apply() {
-                    self.svc.store.delete_link(self.org(), MENTOR, &other.app_id).await?;
-                    self.svc.store.forget_record(self.org(), MENTOR, &other.app_id).await?;
-                    if status == Some(LinkStatus::Renumbered) {
-                        self.svc
-                            .app
-                            .set_dynamics_contact(self.org(), &other.app_id, None)
-                            .await?;
-                    }
-                }
+                let why = match status {
+                    Some(LinkStatus::MentorGone) => Why::MentorGone,
+                    _ => Why::Renumbered,
+                };
+                self.release(&other, other.etag.clone(), why).await?;
             }
             (Claim::Taken, Some(other)) => {
                 let reason = format!(

@@ -2,13 +2,13 @@
 //! their intent, conflicts held or closed, the link saved); and the ways a link ends: the contact deleted, out of
 //! the sync's scope, or released because no mentor claims it any more.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use field_mapping::{AppValue, OnDelete};
+use field_mapping::{AppRecord, AppValue, OnDelete};
 use sync_store::{
     CacheEntry, Conflict, ConflictState, Direction, Link, MentorSnapshot, PullOutcome, PullUpdate, Release,
 };
-use tracing::info;
+use tracing::{info, warn};
 
 use super::write::{PendingWrite, RecordWrite, WriteTarget};
 use super::{Read, RowMeta, Run, Subject};
@@ -21,6 +21,22 @@ use crate::notify;
 use crate::plan::{PlanItem, show};
 use crate::record::{app_record, changed_at, field_changed_at, pull_update, shadow_expiry, shows_as_visible};
 use crate::service::MENTOR;
+
+/// What the decision saw of Dynamics.
+struct Seen {
+    meta: RowMeta,
+    /// The shadow it decided against.
+    shadow: Option<AppRecord>,
+    /// Dynamics' values (the shadow when Dynamics was not read).
+    dynamics: AppRecord,
+}
+
+/// Whether any of these records shows the mentor on the public site, and the earliest expiry among those that do.
+fn may_show(records: &[&AppRecord]) -> (bool, Option<chrono::NaiveDate>) {
+    let showing: Vec<&&AppRecord> = records.iter().filter(|r| shows_as_visible(r)).collect();
+    let expires = showing.iter().filter_map(|r| shadow_expiry(r)).min();
+    (!showing.is_empty(), expires)
+}
 
 /// Why a contact was released.
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +73,9 @@ impl Run<'_> {
         let app_id = snapshot.mentor.id.clone();
         self.processed.insert(app_id.clone(), changed_at(&snapshot));
         self.relink.remove(&app_id);
+        if read.is_some() {
+            self.reread.remove(&app_id);
+        }
         let mapping = &self.svc.mapping;
         let shadow = link
             .as_ref()
@@ -84,6 +103,7 @@ impl Run<'_> {
             app: Some(field_changed_at(&snapshot, field)),
             dynamics: meta.modified_on,
         };
+        let no_unreadable = BTreeSet::new();
         let outcome = decide_record(RecordInput {
             mapping,
             policy: &self.svc.conflicts,
@@ -93,6 +113,7 @@ impl Run<'_> {
             seen: &seen,
             default_times: &default_times,
             pending,
+            unreadable: read.as_ref().map_or(&no_unreadable, |r| &r.unreadable),
         });
         let counts = match direction {
             Direction::Pull => &mut self.metrics.pull,
@@ -102,19 +123,24 @@ impl Run<'_> {
         if outcome.writes_nothing() {
             counts.skipped += 1;
         }
-        self.carry_out(snapshot, link, meta, outcome, direction, after_412)
+        let problems = read.map(|r| r.problems).unwrap_or_default();
+        let seen_at = Seen { meta, shadow, dynamics };
+        self.carry_out(snapshot, link, seen_at, outcome, direction, after_412, problems)
             .await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn carry_out(
         &mut self,
         snapshot: MentorSnapshot,
         link: Option<Link>,
-        meta: RowMeta,
-        outcome: RecordOutcome,
+        seen_at: Seen,
+        mut outcome: RecordOutcome,
         direction: Direction,
         after_412: bool,
+        mut problems: Vec<String>,
     ) -> Result<()> {
+        let Seen { meta, shadow, dynamics } = seen_at;
         let app_id = snapshot.mentor.id.clone();
         for held in &outcome.held {
             self.hold_conflict(&snapshot, held).await?;
@@ -124,12 +150,35 @@ impl Run<'_> {
                 let mut update = pull_update(&outcome.to_app, meta.modified_on);
                 // Only if the app did not change the mentor since it was read: an app edit is never overwritten.
                 update.if_updated_at = Some(snapshot.mentor.updated_at);
-                if self.svc.app.apply_pull(self.org(), &app_id, &update).await? == PullOutcome::Stale {
-                    info!(org = %self.org(), mentor = %app_id, "the mentor changed in the app during the run; deciding it again");
-                    self.processed.remove(&app_id);
-                    return Ok(());
+                match self.svc.app.apply_pull(self.org(), &app_id, &update).await {
+                    Ok(PullOutcome::Applied) => self.metrics.pull.written += 1,
+                    Ok(PullOutcome::Stale) => {
+                        // Decided again this run, against Dynamics read afresh: its change is not lost.
+                        info!(org = %self.org(), mentor = %app_id, "the mentor changed in the app during the run; deciding it again");
+                        self.processed.remove(&app_id);
+                        self.reread.insert(app_id);
+                        return Ok(());
+                    }
+                    Err(e) if e.is_record_level() => {
+                        // The app refused these values: they stay unagreed and are tried again next run, while the
+                        // rest of the record (the certification above all) goes on.
+                        problems.push(crate::service::error_chain(&e));
+                        for (field, _) in &outcome.to_app {
+                            match shadow.as_ref().and_then(|s| s.get(field)) {
+                                Some(old) => {
+                                    outcome.agreed.insert(field.clone(), old.clone());
+                                    outcome.after_write.insert(field.clone(), old.clone());
+                                }
+                                None => {
+                                    outcome.agreed.remove(field);
+                                    outcome.after_write.remove(field);
+                                }
+                            }
+                        }
+                        outcome.applied_with_app.clear();
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                self.metrics.pull.written += 1;
             } else {
                 let changes = outcome.to_app.iter().map(|(f, v)| (f.clone(), show(v))).collect();
                 self.plan.push(PlanItem::WriteApp {
@@ -150,12 +199,6 @@ impl Run<'_> {
             self.svc.store.mark_conflict_applied(id).await?;
         }
         self.forget_closed(&app_id, &outcome);
-        if snapshot.mentor.dynamics_contact_id != Some(meta.id) {
-            self.svc
-                .app
-                .set_dynamics_contact(self.org(), &app_id, Some(meta.id))
-                .await?;
-        }
         let key = outcome
             .agreed
             .get("member_number")
@@ -163,31 +206,32 @@ impl Run<'_> {
             .or_else(|| snapshot.mentor.member_number.clone())
             .or_else(|| meta.key.clone())
             .unwrap_or_default();
-        let mut saved = Link {
+        let writing = !outcome.to_dynamics.is_empty() && self.writes_enabled;
+        let held_back = !outcome.to_dynamics.is_empty() && !self.writes_enabled;
+        // What Dynamics may show meanwhile: what it shows now, what was agreed, and what a write may put there. The
+        // time rule looks at this, so a contact whose write keeps failing is still hidden when it expires.
+        let mut shown: Vec<&AppRecord> = vec![&outcome.agreed, &dynamics];
+        if writing {
+            shown.push(&outcome.after_write);
+        }
+        let (visible, expires_on) = may_show(&shown);
+        let saved = Link {
             organisation_id: self.org().to_owned(),
             record_kind: MENTOR.to_owned(),
             app_id: app_id.clone(),
             dynamics_id: meta.id,
             alternate_key: key,
             etag: meta.etag.clone(),
-            visible: shows_as_visible(&outcome.agreed),
-            expires_on: shadow_expiry(&outcome.agreed),
+            visible,
+            expires_on,
             shadow: outcome.agreed.clone(),
             dynamics_modified_on: meta.modified_on,
             synced_at: self.now,
             pending: None,
             seen: outcome.seen.clone(),
         };
-        if link.is_none() {
-            // The mentor takes the contact: a release of it (by a mentor who left or was renumbered) is cancelled.
-            self.svc.store.delete_release(self.org(), MENTOR, meta.id).await?;
-        }
-        if !outcome.to_dynamics.is_empty() && self.writes_enabled {
-            // Until the write is confirmed, Dynamics may already show what it writes: the time rule must see it.
-            if shows_as_visible(&outcome.after_write) {
-                saved.visible = true;
-                saved.expires_on = shadow_expiry(&outcome.after_write);
-            }
+        let contact_changes = snapshot.mentor.dynamics_contact_id != Some(meta.id);
+        if writing {
             self.pending.push(PendingWrite {
                 dynamics_id: meta.id,
                 etag: meta.etag,
@@ -200,23 +244,44 @@ impl Run<'_> {
                     resolved: outcome.applied_with_write,
                     direction,
                     new: link.is_none(),
+                    contact_changes,
                 })),
             });
-            return Ok(());
+        } else {
+            let unchanged = link.as_ref().is_some_and(|l| {
+                l.shadow == saved.shadow
+                    && l.etag == saved.etag
+                    && l.dynamics_id == saved.dynamics_id
+                    && l.alternate_key == saved.alternate_key
+                    && l.seen == saved.seen
+                    && l.visible == saved.visible
+                    && l.pending.is_none()
+                    && outcome.to_app.is_empty()
+            });
+            if !unchanged {
+                self.save_agreed(&saved, link.is_none()).await?;
+            }
+            if contact_changes {
+                self.svc
+                    .app
+                    .set_dynamics_contact(self.org(), &app_id, Some(meta.id))
+                    .await?;
+            }
         }
-        let unchanged = link.as_ref().is_some_and(|l| {
-            l.shadow == saved.shadow
-                && l.etag == saved.etag
-                && l.dynamics_id == saved.dynamics_id
-                && l.alternate_key == saved.alternate_key
-                && l.seen == saved.seen
-                && l.pending.is_none()
-                && outcome.to_app.is_empty()
-        });
-        if !unchanged {
-            self.save_agreed(&saved).await?;
+        if !problems.is_empty() {
+            // Part of the record could not sync: queued with the reason, and kept queued even when its write
+            // succeeds.
+            let reason = match problems.as_slice() {
+                [only] if !only.starts_with("the app refused") => format!("the Dynamics row cannot be read: {only}"),
+                _ if problems.iter().all(|p| p.starts_with("the app refused")) => problems.join("; "),
+                _ => format!("the Dynamics row cannot be read in full: {}", problems.join("; ")),
+            };
+            self.partial.insert(app_id.clone());
+            return self
+                .queue_failure(&Subject::of(&snapshot), Direction::Pull, &reason, false)
+                .await;
         }
-        if outcome.to_dynamics.is_empty() {
+        if !writing && !held_back {
             self.clear_failures(&app_id).await?;
         }
         Ok(())
@@ -255,8 +320,15 @@ impl Run<'_> {
         }
     }
 
-    /// Saves the link of a record both sides agree on (its shadow) and its cached certification status.
-    pub(super) async fn save_agreed(&self, link: &Link) -> Result<()> {
+    /// Saves the link of a record both sides agree on (its shadow) and its cached certification status. A new link
+    /// takes the contact: a release of it is cancelled.
+    pub(super) async fn save_agreed(&self, link: &Link, new: bool) -> Result<()> {
+        if new {
+            self.svc
+                .store
+                .delete_release(self.org(), MENTOR, link.dynamics_id)
+                .await?;
+        }
         self.svc.store.save_link(link).await?;
         if let Some(entry) = self.cache_entry(link) {
             self.svc.store.save_cache_entry(&entry).await?;
@@ -364,7 +436,7 @@ impl Run<'_> {
             Ok(read) => read,
             Err(reason) => {
                 return self
-                    .queue_failure(&Subject::of(&snapshot), direction, &reason, false)
+                    .queue_failure(&Subject::of(&snapshot), Direction::Pull, &reason, false)
                     .await;
             }
         };
@@ -380,6 +452,7 @@ impl Run<'_> {
     /// (hidden from the public site) and unlinked. If it comes back, the pull links it again.
     pub(super) async fn left_scope(&mut self, snapshot: MentorSnapshot, link: Link, read: Read) -> Result<()> {
         let app_id = snapshot.mentor.id.clone();
+        self.reread.remove(&app_id);
         let mapping = &self.svc.mapping;
         let shadow = effective_shadow(mapping, &link, Some(&read.values));
         let app = app_record(mapping, &snapshot, self.today, Some(&shadow));
@@ -396,6 +469,7 @@ impl Run<'_> {
             seen: &link.seen,
             default_times: &default_times,
             pending: &BTreeMap::new(),
+            unreadable: &read.unreadable,
         });
         let mut update = pull_update(&outcome.to_app, read.meta.modified_on);
         if mapping.on_delete() == OnDelete::EndMembership {
@@ -408,13 +482,20 @@ impl Run<'_> {
             return Ok(());
         }
         info!(org = %self.org(), mentor = %app_id, contact = %link.dynamics_id, "the contact left the sync (deactivated or outside the contact filter); ending the membership and unlinking");
-        if self.svc.app.apply_pull(self.org(), &app_id, &update).await? == PullOutcome::Stale {
-            self.processed.remove(&app_id);
-            return Ok(());
+        match self.svc.app.apply_pull(self.org(), &app_id, &update).await {
+            Ok(PullOutcome::Applied) => self.metrics.pull.written += 1,
+            Ok(PullOutcome::Stale) => {
+                self.processed.remove(&app_id);
+                self.reread.insert(app_id);
+                return Ok(());
+            }
+            // The contact leaves the sync whatever the app makes of its last values: it is hidden regardless.
+            Err(e) if e.is_record_level() => {
+                warn!(org = %self.org(), mentor = %app_id, "the app refused the last values of a contact that left the sync");
+            }
+            Err(e) => return Err(e.into()),
         }
-        self.metrics.pull.written += 1;
         self.release(&link, read.meta.etag.clone(), Why::LeftScope).await?;
-        self.svc.app.set_dynamics_contact(self.org(), &app_id, None).await?;
         // Looked up once more by the retry phase: without a contact in scope, the mentor is queued.
         self.relink.insert(app_id);
         Ok(())
@@ -436,7 +517,22 @@ impl Run<'_> {
             .existing_mentors(self.org(), std::slice::from_ref(&link.app_id))
             .await?
             .is_empty();
+        // The link goes first: whatever the app says below, the contact is gone.
+        self.svc
+            .store
+            .delete_link_to(self.org(), MENTOR, &link.app_id, link.dynamics_id)
+            .await?;
+        self.svc
+            .store
+            .delete_release(self.org(), MENTOR, link.dynamics_id)
+            .await?;
+        self.forget(&link.app_id).await?;
         if present {
+            self.relink.insert(link.app_id.clone());
+            self.svc
+                .app
+                .set_dynamics_contact(self.org(), &link.app_id, None)
+                .await?;
             if self.svc.mapping.on_delete() == OnDelete::EndMembership {
                 let update = PullUpdate {
                     membership_status: Some(Some("ended".to_owned())),
@@ -445,22 +541,7 @@ impl Run<'_> {
                 };
                 self.svc.app.apply_pull(self.org(), &link.app_id, &update).await?;
             }
-            self.svc
-                .app
-                .set_dynamics_contact(self.org(), &link.app_id, None)
-                .await?;
             self.metrics.pull.written += 1;
-        }
-        self.svc.store.delete_link(self.org(), MENTOR, &link.app_id).await?;
-        self.svc
-            .store
-            .delete_release(self.org(), MENTOR, link.dynamics_id)
-            .await?;
-        self.svc.store.forget_record(self.org(), MENTOR, &link.app_id).await?;
-        self.failing.remove(&link.app_id);
-        self.conflicts.remove(&link.app_id);
-        if present {
-            self.relink.insert(link.app_id);
         }
         Ok(())
     }
@@ -468,19 +549,18 @@ impl Run<'_> {
     /// A linked mentor is no longer in the app: the contact is released (hidden from the public site) and what the
     /// sync state held about the mentor is forgotten.
     pub(super) async fn mentor_gone(&mut self, link: Link) -> Result<()> {
-        self.processed.insert(link.app_id.clone(), self.now);
-        let etag = link.etag.clone();
-        self.release(&link, etag, Why::MentorGone).await?;
-        if self.apply() {
-            self.svc.store.forget_record(self.org(), MENTOR, &link.app_id).await?;
+        if self.processed.insert(link.app_id.clone(), self.now).is_some() && !self.apply() {
+            // Planned once already.
+            return Ok(());
         }
-        self.failing.remove(&link.app_id);
-        self.conflicts.remove(&link.app_id);
-        Ok(())
+        let etag = link.etag.clone();
+        self.release(&link, etag, Why::MentorGone).await
     }
 
     /// Ends a link whose contact no mentor claims any more and records the contact to be hidden from the public
-    /// site (by the time rule of this run and, until that succeeds, of every later run).
+    /// site (by the time rule of this run and, until that succeeds, of every later run). What the sync state held
+    /// about the mentor and that contact (failures, conflicts, cached status) is forgotten. Nothing happens when
+    /// another mentor has taken the contact meanwhile.
     pub(super) async fn release(&mut self, link: &Link, etag: Option<String>, why: Why) -> Result<()> {
         if !self.apply() {
             self.plan.push(PlanItem::WriteDynamics {
@@ -489,29 +569,49 @@ impl Run<'_> {
             });
             return Ok(());
         }
-        info!(org = %self.org(), mentor = %link.app_id, contact = %link.dynamics_id, reason = why.text(), "releasing the contact: it is hidden from the public site and unlinked");
+        let holder = self
+            .svc
+            .store
+            .link_by_dynamics_id(self.org(), MENTOR, link.dynamics_id)
+            .await?;
+        let taken = holder.as_ref().is_some_and(|h| h.app_id != link.app_id);
+        if !taken {
+            info!(org = %self.org(), mentor = %link.app_id, contact = %link.dynamics_id, reason = why.text(), "releasing the contact: it is hidden from the public site and unlinked");
+            self.svc
+                .store
+                .add_release(&Release {
+                    organisation_id: self.org().to_owned(),
+                    record_kind: MENTOR.to_owned(),
+                    dynamics_id: link.dynamics_id,
+                    app_id: link.app_id.clone(),
+                    etag,
+                    reason: why.text().to_owned(),
+                    since: self.now,
+                    attempts: 0,
+                    last_error: None,
+                })
+                .await?;
+        }
+        // Only this link: the mentor may already have been linked to another contact.
         self.svc
             .store
-            .add_release(&Release {
-                organisation_id: self.org().to_owned(),
-                record_kind: MENTOR.to_owned(),
-                dynamics_id: link.dynamics_id,
-                app_id: link.app_id.clone(),
-                etag,
-                reason: why.text().to_owned(),
-                since: self.now,
-                attempts: 0,
-                last_error: None,
-            })
+            .delete_link_to(self.org(), MENTOR, &link.app_id, link.dynamics_id)
             .await?;
-        self.svc.store.delete_link(self.org(), MENTOR, &link.app_id).await?;
-        self.svc.store.delete_cache_entry(self.org(), &link.app_id).await?;
+        self.forget(&link.app_id).await?;
         if !matches!(why, Why::MentorGone) {
             self.svc
                 .app
                 .set_dynamics_contact(self.org(), &link.app_id, None)
                 .await?;
         }
+        Ok(())
+    }
+
+    /// Forgets the failures, conflicts and cached status of a mentor whose link ended.
+    async fn forget(&mut self, app_id: &str) -> Result<()> {
+        self.svc.store.forget_record(self.org(), MENTOR, app_id).await?;
+        self.failing.remove(app_id);
+        self.conflicts.remove(app_id);
         Ok(())
     }
 

@@ -36,8 +36,10 @@ impl Run<'_> {
                 .map(|l| l.app_id),
         );
         ids.retain(|id| !self.processed.contains_key(id));
-        // Mentors whose contact went away this run, not linked or queued since.
+        // Mentors whose contact went away this run, or whose app write was skipped, not decided or queued since.
         ids.extend(self.relink.iter().cloned());
+        ids.extend(self.reread.iter().cloned());
+        self.forget_dead_of_gone().await?;
         let ids: Vec<String> = ids.into_iter().collect();
         for chunk in ids.chunks(APP_PAGE as usize) {
             self.keep_lock().await?;
@@ -77,6 +79,35 @@ impl Run<'_> {
                 self.isolate(&subject, Direction::Push, false, outcome).await?;
             }
             self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Dead failed records of mentors no longer in the app (and no longer linked, so nothing else notices) are
+    /// forgotten: their reasons hold personal data with no purpose left.
+    async fn forget_dead_of_gone(&mut self) -> Result<()> {
+        if !self.apply() {
+            return Ok(());
+        }
+        let dead: Vec<String> = self
+            .svc
+            .store
+            .failures(self.org(), FailureState::Dead)
+            .await?
+            .into_iter()
+            .filter(|f| f.record_kind == MENTOR)
+            .map(|f| f.record_key)
+            .collect();
+        let present: BTreeSet<String> = self
+            .svc
+            .app
+            .existing_mentors(self.org(), &dead)
+            .await?
+            .into_iter()
+            .collect();
+        for app_id in dead.iter().filter(|id| !present.contains(*id)) {
+            self.svc.store.forget_record(self.org(), MENTOR, app_id).await?;
+            self.failing.remove(app_id);
         }
         Ok(())
     }

@@ -3,9 +3,10 @@
 //! the answer is recorded, or an answer that never arrives, leaves a state the next run reads correctly. A 412
 //! re-reads the row and decides again; a released contact is hidden against the fresh etag.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
-use dynamics_client::{BatchMode, Written};
+use dynamics_client::{BatchMode, Row, Written};
 use field_mapping::{AppRecord, AppValue};
 use sync_store::{Direction, Link};
 use tracing::{info, warn};
@@ -55,6 +56,8 @@ pub(super) struct RecordWrite {
     pub(super) direction: Direction,
     /// Whether the link is new (the mentor takes the contact now).
     pub(super) new: bool,
+    /// Whether the app's record of the mentor's contact changes with this link.
+    pub(super) contact_changes: bool,
 }
 
 impl Run<'_> {
@@ -83,41 +86,61 @@ impl Run<'_> {
     async fn write_batch(&mut self, chunk: Vec<PendingWrite>) -> Result<()> {
         let writer = self.svc.client.writer(&self.svc.mapping);
         let stamped = self.svc.mapping.field(SYNC_STAMP).is_some();
-        let mut operations = Vec::with_capacity(chunk.len());
-        let mut sent: Vec<PendingWrite> = Vec::with_capacity(chunk.len());
-        let mut intents: Vec<Link> = Vec::new();
+        // Each write's values, with its own sync stamp: the run's time, one second later for each earlier write of
+        // the same mentor in this run, so the stamp Dynamics holds tells which write landed.
+        let mut prepared: Vec<(PendingWrite, Row)> = Vec::with_capacity(chunk.len());
         for mut write in chunk {
             let mut values: AppRecord = write.fields.iter().cloned().collect();
             if stamped {
-                values.insert(SYNC_STAMP.to_owned(), self.stamp.clone());
+                let stamp = match &write.target {
+                    WriteTarget::Record(record) => {
+                        let sent = self.writes_sent.entry(record.link.app_id.clone()).or_insert(0);
+                        let n = *sent;
+                        *sent += 1;
+                        self.stamp_at(n)
+                    }
+                    WriteTarget::Release { .. } => self.stamp.clone(),
+                };
+                values.insert(SYNC_STAMP.to_owned(), stamp);
             }
-            let operation = self
+            let body = self
                 .svc
                 .mapping
                 .to_dataverse(&values)
-                .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
-                .and_then(|body| {
-                    writer
-                        .update_operation(write.dynamics_id, &body, write.etag.as_deref().unwrap_or("*"))
-                        .map_err(|e| e.to_string())
-                });
-            match operation {
-                Ok(operation) => {
+                .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
+            match body {
+                Ok(body) => {
                     if let WriteTarget::Record(record) = &mut write.target {
                         record.link.pending = Some(values);
-                        intents.push(record.link.clone());
                     }
+                    prepared.push((write, body));
+                }
+                Err(reason) => self.write_failed(&write, &reason).await?,
+            }
+        }
+        // The intent is on record before anything is sent; a write whose intent could not be recorded is not sent.
+        let unsaved = self.save_intents(&prepared).await?;
+        let mut operations = Vec::with_capacity(prepared.len());
+        let mut sent: Vec<PendingWrite> = Vec::with_capacity(prepared.len());
+        for (write, body) in prepared {
+            if let WriteTarget::Record(record) = &write.target
+                && unsaved.contains(&record.link.app_id)
+            {
+                self.write_failed(&write, "the sync state could not record the write before sending it")
+                    .await?;
+                continue;
+            }
+            match writer.update_operation(write.dynamics_id, &body, write.etag.as_deref().unwrap_or("*")) {
+                Ok(operation) => {
                     operations.push(operation);
                     sent.push(write);
                 }
-                Err(reason) => self.write_failed(&write, &reason).await?,
+                Err(e) => self.write_failed(&write, &e.to_string()).await?,
             }
         }
         if operations.is_empty() {
             return Ok(());
         }
-        // The intent is on record before anything is sent.
-        self.save_intents(&intents).await?;
         let throttled_before = self.svc.client.metrics().throttled;
         let started = Instant::now();
         let answered = self
@@ -142,7 +165,18 @@ impl Run<'_> {
                         "the contact changed in Dynamics again while it was being written; retried on the next run";
                     self.write_failed(&write, reason).await?;
                 }
-                Err(dynamics_client::Error::NotFound { .. }) => self.write_missed_row(write).await?,
+                Err(dynamics_client::Error::NotFound { .. }) => {
+                    let subject = match &write.target {
+                        WriteTarget::Record(record) => record.subject.clone(),
+                        WriteTarget::Release { app_id } => Subject {
+                            app_id: app_id.clone(),
+                            member_number: None,
+                            coordinator: None,
+                        },
+                    };
+                    let outcome = self.write_missed_row(write).await;
+                    self.isolate(&subject, Direction::Pull, false, outcome).await?;
+                }
                 Err(e) if e.is_run_level() => return Err(self.dynamics(e)),
                 Err(e) => self.write_failed(&write, &e.to_string()).await?,
             }
@@ -152,22 +186,65 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Saves the links of a batch's record writes with their intents, in one transaction; if the store refuses one
-    /// (it should not), each is saved alone so only that record fails.
-    async fn save_intents(&mut self, intents: &[Link]) -> Result<()> {
-        let outcome = self.svc.store.save_links(intents).await;
-        match outcome {
-            Ok(()) => Ok(()),
+    /// The sync stamp of a mentor's `n`-th write this run.
+    fn stamp_at(&self, n: u32) -> AppValue {
+        match &self.stamp {
+            AppValue::DateTime(at) => AppValue::DateTime(*at + chrono::Duration::seconds(i64::from(n))),
+            other => other.clone(),
+        }
+    }
+
+    /// Saves the links of a batch's record writes with their intents, in one transaction (or one by one if the
+    /// store refuses the batch, so only the refused record fails); a mentor taking a contact cancels its release
+    /// and records the contact in the app. Answers the mentors whose intent could not be saved.
+    async fn save_intents(&mut self, prepared: &[(PendingWrite, Row)]) -> Result<BTreeSet<String>> {
+        let records: Vec<&RecordWrite> = prepared
+            .iter()
+            .filter_map(|(write, _)| match &write.target {
+                WriteTarget::Record(record) => Some(record.as_ref()),
+                WriteTarget::Release { .. } => None,
+            })
+            .collect();
+        let links: Vec<Link> = records.iter().map(|r| r.link.clone()).collect();
+        let unsaved = self.save_links_isolated(&links).await?;
+        for record in records {
+            if unsaved.contains(&record.link.app_id) {
+                continue;
+            }
+            if record.new {
+                self.svc
+                    .store
+                    .delete_release(self.org(), MENTOR, record.link.dynamics_id)
+                    .await?;
+            }
+            if record.contact_changes {
+                self.svc
+                    .app
+                    .set_dynamics_contact(self.org(), &record.link.app_id, Some(record.link.dynamics_id))
+                    .await?;
+            }
+        }
+        Ok(unsaved)
+    }
+
+    /// Saves links in one transaction; if the store refuses that for one record's sake, saves them one by one and
+    /// answers the app ids it could not save.
+    async fn save_links_isolated(&self, links: &[Link]) -> Result<BTreeSet<String>> {
+        match self.svc.store.save_links(links).await {
+            Ok(()) => Ok(BTreeSet::new()),
             Err(e) if e.is_record_level() => {
-                for link in intents {
-                    if let Err(e) = self.svc.store.save_link(link).await {
-                        if !e.is_record_level() {
-                            return Err(e.into());
+                let mut unsaved = BTreeSet::new();
+                for link in links {
+                    match self.svc.store.save_link(link).await {
+                        Ok(()) => {}
+                        Err(e) if e.is_record_level() => {
+                            warn!(org = %self.org(), mentor = %link.app_id, contact = %link.dynamics_id, "the sync state refused a link");
+                            unsaved.insert(link.app_id.clone());
                         }
-                        warn!(org = %self.org(), mentor = %link.app_id, "the link could not be saved before the write");
+                        Err(e) => return Err(e.into()),
                     }
                 }
-                Ok(())
+                Ok(unsaved)
             }
             Err(e) => Err(e.into()),
         }
@@ -212,7 +289,9 @@ impl Run<'_> {
                 }
             }
         }
-        self.svc.store.save_links(&links).await?;
+        // A link the store refuses keeps its intent on record: the next run reads the row and learns the write landed.
+        let unsaved = self.save_links_isolated(&links).await?;
+        done.retain(|(app_id, _)| !unsaved.contains(app_id));
         for entry in &entries {
             self.svc.store.save_cache_entry(entry).await?;
         }
@@ -321,11 +400,17 @@ impl Run<'_> {
                 .await?),
             WriteTarget::Record(record) => {
                 if record.new {
-                    // The contact it was about to take is gone: nothing was linked.
+                    // The contact it was about to take is gone: nothing stays linked, and the mentor is looked up
+                    // again.
                     self.svc
                         .store
-                        .delete_link(self.org(), MENTOR, &record.link.app_id)
+                        .delete_link_to(self.org(), MENTOR, &record.link.app_id, record.link.dynamics_id)
                         .await?;
+                    self.svc
+                        .app
+                        .set_dynamics_contact(self.org(), &record.link.app_id, None)
+                        .await?;
+                    self.relink.insert(record.link.app_id);
                     return Ok(());
                 }
                 self.deleted(record.link).await

@@ -567,6 +567,73 @@ async fn an_app_edit_between_the_pulls_read_and_its_write_is_not_overwritten() {
     .await;
 }
 
+#[tokio::test]
+async fn an_app_edit_during_the_pull_does_not_lose_the_dynamics_change() {
+    each(|db| async move {
+        let hooked = std::sync::Mutex::new(None);
+        let w = World::with_app(&db, DEFAULT_CONFIG, None, "", |store| {
+            let app = Hooked::new(store);
+            *hooked.lock().unwrap() = Some(app.clone());
+            Arc::new(app)
+        })
+        .await;
+        let app = hooked.lock().unwrap().take().unwrap();
+        let x = w.contact("7851", json!({}));
+        let y = w.contact("7852", json!({}));
+        w.mentor("hlf", "7851", day(2027, 6, 30)).await;
+        w.mentor("hlf", "7852", day(2027, 6, 30)).await;
+        w.run_ok().await;
+        // Dynamics extends one membership and deactivates the other contact; the app edits both mentors (a field
+        // the mapping does not sync) just as the pull writes into them.
+        w.sim
+            .state()
+            .update("contacts", x, json!({ "hlf_paiduntil": "2027-12-31" }))
+            .unwrap();
+        w.sim
+            .state()
+            .update("contacts", y, json!({ "statecode": 1, "statuscode": 2 }))
+            .unwrap();
+        let store = w.store.clone();
+        app.on(
+            "apply_pull",
+            Box::new(move || {
+                let store = store.clone();
+                Box::pin(async move {
+                    for id in ["hlf-7851", "hlf-7852"] {
+                        let mentor = store.mentors("hlf", &[id.to_owned()]).await.unwrap().remove(0).mentor;
+                        if mentor.coordinator_email.as_deref() != Some("ny@hlf.example") {
+                            edit(&store, id, at("2026-06-01T08:00:00Z"), |m| {
+                                m.coordinator_email = Some("ny@hlf.example".into());
+                            })
+                            .await;
+                        }
+                    }
+                })
+            }),
+        );
+        w.clock.set(at("2026-06-01T09:00:00Z"));
+        w.run_ok().await;
+        app.clear();
+        let a = w.snapshot(&mentor_id("hlf", "7851")).await;
+        assert_eq!(
+            a.mentor.coordinator_email.as_deref(),
+            Some("ny@hlf.example"),
+            "the app edit is kept"
+        );
+        assert_eq!(
+            a.membership.unwrap().paid_until,
+            Some(day(2027, 12, 31)),
+            "and the Dynamics change arrived in the same run"
+        );
+        let b = w.snapshot(&mentor_id("hlf", "7852")).await;
+        assert_eq!(b.membership.unwrap().status.as_deref(), Some("ended"));
+        assert_eq!(b.mentor.dynamics_contact_id, None);
+        assert_hidden(&w.row(y));
+        db
+    })
+    .await;
+}
+
 // ----- a row that does not decode -----
 
 fn mapping_without_honorary() -> String {
@@ -609,6 +676,85 @@ async fn a_row_that_does_not_decode_counts_one_attempt_per_run_and_is_forgotten_
         assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
         assert!(w.failing().await.is_empty());
         assert_hidden(&w.row(x));
+        db
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_certification_expires_off_the_public_site_even_when_other_columns_cannot_be_read_or_written() {
+    each(|db| async move {
+        let w = World::with_config(&db, DEFAULT_CONFIG, Some(&mapping_without_honorary())).await;
+        let x = w.contact("7961", json!({}));
+        let y = w.contact("7963", json!({}));
+        w.mentor("hlf", "7961", day(2026, 6, 15)).await;
+        w.mentor("hlf", "7963", day(2026, 6, 15)).await;
+        // Another mentor already has 7962.
+        w.mentor("hlf", "7962", day(2027, 6, 30)).await;
+        w.run_ok().await;
+        assert_eq!(w.row(x)["hlf_showonpublicsite"], true);
+        // One contact gets a membership type the mapping does not know; the other is renumbered in Dynamics to a
+        // number the app refuses.
+        w.sim
+            .state()
+            .update("contacts", x, json!({ "hlf_membershiptype": 100000003 }))
+            .unwrap();
+        w.sim
+            .state()
+            .update("contacts", y, json!({ "hlf_membernumber": "7962" }))
+            .unwrap();
+        // Then both certifications expire by time.
+        w.clock.set(at("2026-06-20T00:30:00Z"));
+        let report = w.run_ok().await;
+        assert_eq!(report.status, RunStatus::Partial, "{report:?}");
+        assert_eq!(
+            w.row(x)["hlf_showonpublicsite"],
+            false,
+            "expired despite the unreadable column"
+        );
+        assert_eq!(w.row(x)["hlf_peermentorstatus"], 100000001);
+        assert_eq!(
+            w.row(y)["hlf_showonpublicsite"],
+            false,
+            "expired despite the refused number"
+        );
+        let failing = w.failing().await;
+        assert!(
+            failing.iter().any(|f| f.record_key == mentor_id("hlf", "7961")),
+            "{failing:?}"
+        );
+        assert!(
+            failing.iter().any(|f| f.record_key == mentor_id("hlf", "7963")),
+            "{failing:?}"
+        );
+        // The successful writes did not clear those failures, and the next run counts one more attempt each.
+        w.run_ok().await;
+        let failing = w.failing().await;
+        for id in ["7961", "7963"] {
+            let failure = failing.iter().find(|f| f.record_key == mentor_id("hlf", id)).unwrap();
+            assert_eq!(failure.attempts, 2, "{failure:?}");
+        }
+        db
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dead_failure_of_a_mentor_who_left_the_app_is_forgotten() {
+    each(|db| async move {
+        let w = World::new(&db).await;
+        w.mentor("hlf", "7971", day(2027, 6, 30)).await;
+        let a = mentor_id("hlf", "7971");
+        // No contact has the number: three runs make the record dead (record_max_attempts = 3).
+        for _ in 0..3 {
+            w.edit(&a, sync_engine::Clock::now(&*w.clock), |_| {}).await;
+            w.run_ok().await;
+            w.clock.advance(chrono::Duration::hours(1));
+        }
+        assert_eq!(w.store.failures("hlf", FailureState::Dead).await.unwrap().len(), 1);
+        w.store.delete_mentor("hlf", &a).await.unwrap();
+        w.run_ok().await;
+        assert!(w.failing().await.is_empty());
         db
     })
     .await;
