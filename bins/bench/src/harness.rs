@@ -58,6 +58,9 @@ pub(crate) struct PhaseCost {
     pub(crate) waited_s: f64,
     /// What the emulator counted meanwhile.
     pub(crate) sim: SimCounts,
+    /// Seconds the client spent decoding answers (its own measure).
+    #[serde(default)]
+    pub(crate) decode_s: f64,
     /// Wall, CPU and memory.
     pub(crate) cost: Cost,
 }
@@ -310,6 +313,7 @@ fn phase_cost(
         throttled: after.throttled - before.throttled,
         retried: after.retried - before.retried,
         waited_s: after.waited.saturating_sub(before.waited).as_secs_f64(),
+        decode_s: after.decoding.saturating_sub(before.decoding).as_secs_f64(),
         sim: SimCounts {
             requests: sim_after.requests.saturating_sub(sim_before.requests),
             rows: sim_after.rows.saturating_sub(sim_before.rows),

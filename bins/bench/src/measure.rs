@@ -19,6 +19,12 @@ pub(crate) struct Cost {
     pub(crate) peak_rss_mb: f64,
     /// That peak less the resident set at the start of the phase, in MB.
     pub(crate) rss_growth_mb: f64,
+    /// CPU seconds of the SQLite store's worker threads (`sqlx-sqlite-worker`): the database's own work.
+    #[serde(default)]
+    pub(crate) database_s: f64,
+    /// CPU seconds of the async runtime's worker threads, where the HTTP connections run: TLS and HTTP.
+    #[serde(default)]
+    pub(crate) io_s: f64,
 }
 
 /// A phase being measured: [`Probe::start`] before, [`Probe::finish`] after.
@@ -27,6 +33,7 @@ pub(crate) struct Probe {
     started: Instant,
     cpu_before: f64,
     rss_before_kib: u64,
+    threads_before: std::collections::BTreeMap<String, (String, u64)>,
 }
 
 impl Probe {
@@ -39,6 +46,7 @@ impl Probe {
             started: Instant::now(),
             cpu_before: cpu_seconds(),
             rss_before_kib: status_kib("VmRSS:"),
+            threads_before: thread_ticks(),
         }
     }
 
@@ -46,11 +54,23 @@ impl Probe {
     pub(crate) fn finish(self) -> Cost {
         let wall_s = self.started.elapsed().as_secs_f64();
         let peak = status_kib("VmHWM:");
+        let (mut database, mut io) = (0u64, 0u64);
+        for (tid, (comm, ticks)) in thread_ticks() {
+            let before = self.threads_before.get(&tid).map_or(0, |(_, t)| *t);
+            let spent = ticks.saturating_sub(before);
+            if comm.starts_with("sqlx-sqlite") {
+                database += spent;
+            } else if comm.starts_with("tokio-rt") {
+                io += spent;
+            }
+        }
         Cost {
             wall_s,
             cpu_s: cpu_seconds() - self.cpu_before,
             peak_rss_mb: mib(peak),
             rss_growth_mb: mib(peak.saturating_sub(self.rss_before_kib)),
+            database_s: database as f64 / TICKS_PER_SECOND,
+            io_s: io as f64 / TICKS_PER_SECOND,
         }
     }
 }
@@ -75,6 +95,27 @@ fn cpu_seconds() -> f64 {
         .ok()
         .and_then(|stat| parse_cpu_ticks(&stat))
         .map_or(0.0, |ticks| ticks as f64 / TICKS_PER_SECOND)
+}
+
+/// Every thread of this process: its id, name and CPU ticks so far (from `/proc/self/task`).
+fn thread_ticks() -> std::collections::BTreeMap<String, (String, u64)> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let ticks = std::fs::read_to_string(path.join("stat"))
+            .ok()
+            .and_then(|stat| parse_cpu_ticks(&stat))
+            .unwrap_or(0);
+        out.insert(
+            task.file_name().to_string_lossy().into_owned(),
+            (comm.trim().to_owned(), ticks),
+        );
+    }
+    out
 }
 
 /// `utime + stime` from a `/proc/<pid>/stat` line. The command name (field 2) may hold spaces and parentheses, so

@@ -178,6 +178,36 @@ fn naive_wall(result: &HlfResult) -> (f64, bool) {
     }
 }
 
+/// Where one run's CPU went: decoding answers and deciding (measured by the client and the engine themselves on the
+/// thread that drives the run), the SQLite store's worker threads, the runtime's worker threads (the HTTP connections:
+/// TLS and HTTP), and the rest.
+pub(crate) fn cpu_row(out: &mut String, name: &str, phase: &SyncPhase) {
+    let c = &phase.cost.cost;
+    let decode = phase.cost.decode_s;
+    let decide = phase.decide_s;
+    let other = (c.cpu_s - decode - decide - c.database_s - c.io_s).max(0.0);
+    let _ = writeln!(
+        out,
+        "| {name} | {} | {} | {} | {} | {} | {} |",
+        secs(c.cpu_s),
+        secs(decode),
+        secs(decide),
+        secs(c.database_s),
+        secs(c.io_s),
+        secs(other)
+    );
+}
+
+/// The header of the CPU table.
+pub(crate) fn cpu_header(out: &mut String) {
+    let _ = writeln!(
+        out,
+        "\n| run | CPU | decode | decide | store (database threads) | TLS and HTTP (I/O threads) | other (store calls, \
+         bookkeeping, allocation) |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
+}
+
 /// The hlf-50k section.
 pub(crate) fn hlf_markdown(info: &RunInfo, r: &HlfResult) -> String {
     let mut out = String::new();
@@ -215,6 +245,12 @@ pub(crate) fn hlf_markdown(info: &RunInfo, r: &HlfResult) -> String {
         &r.quiet_after_nightly,
     );
     let naive = &r.naive;
+    let mut cpu = String::new();
+    cpu_header(&mut cpu);
+    cpu_row(&mut cpu, "(a)", &r.full);
+    cpu_row(&mut cpu, "(b)", &r.nightly);
+    cpu_row(&mut cpu, "(c) after (a)", &r.quiet_after_full);
+    cpu_row(&mut cpu, "(c) after (b)", &r.quiet_after_nightly);
     let (naive_wall_s, extrapolated) = naive_wall(r);
     let naive_requests = naive.cost.requests;
     let _ = writeln!(
@@ -371,6 +407,14 @@ pub(crate) fn hlf_markdown(info: &RunInfo, r: &HlfResult) -> String {
         "- Peak memory is the bench process's resident set at its highest during the run (VmHWM, reset before each \
          run); the figure in parentheses is its growth over the resident set at the start of the run."
     );
+    let _ = writeln!(
+        out,
+        "\nWhere each run's CPU went (seconds). Decode and decide are measured by the client and the engine on the \
+         thread that drives the run; the store column is the CPU of SQLite's worker threads, the TLS and HTTP column \
+         that of the async runtime's worker threads, where the connections run; other is the rest of the driving \
+         thread (the store calls' own overhead, bookkeeping, allocation). Thread CPU is counted in 10 ms ticks."
+    );
+    out.push_str(&cpu);
     out
 }
 

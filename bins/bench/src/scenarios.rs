@@ -35,6 +35,9 @@ pub(crate) struct SyncPhase {
     pub(crate) delta_link_before: bool,
     /// Full resyncs the run had to do because its delta token expired.
     pub(crate) full_resyncs: u64,
+    /// Seconds the engine spent deciding (reading rows into values and the three-way decisions), its own measure.
+    #[serde(default)]
+    pub(crate) decide_s: f64,
 }
 
 /// The naive way, measured.
@@ -222,6 +225,7 @@ async fn sync_phase(h: &Harness, service: &SyncService) -> anyhow::Result<SyncPh
         written_to_app: report.metrics.pull.written,
         delta_link_before: before.delta_link.is_some(),
         full_resyncs: report.metrics.full_resyncs,
+        decide_s: report.metrics.decide_us as f64 / 1e6,
     })
 }
 

@@ -136,7 +136,10 @@ impl DynamicsClient {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        decode_batch(content_type, &answer.body, calls.len(), mode == BatchMode::Atomic)
+        let started = std::time::Instant::now();
+        let parts = decode_batch(content_type, &answer.body, calls.len(), mode == BatchMode::Atomic);
+        self.note_decoding(started.elapsed());
+        parts
     }
 }
 

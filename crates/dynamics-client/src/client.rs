@@ -49,6 +49,9 @@ pub struct ClientMetrics {
     pub retried: u64,
     /// Time spent waiting: for the rate budget, for `Retry-After` and for backoff.
     pub waited: Duration,
+    /// Time spent decoding answers (pages of rows and `$batch` answers) into values: the client's own CPU work, as
+    /// opposed to the network's and the server's.
+    pub decoding: Duration,
 }
 
 #[derive(Debug)]
@@ -69,6 +72,7 @@ struct Counters {
     throttled: AtomicU64,
     retried: AtomicU64,
     waited_ms: AtomicU64,
+    decoding_ns: AtomicU64,
 }
 
 /// One request, kept so it can be sent again.
@@ -157,7 +161,14 @@ impl DynamicsClient {
             throttled: c.throttled.load(Ordering::Relaxed),
             retried: c.retried.load(Ordering::Relaxed),
             waited: Duration::from_millis(c.waited_ms.load(Ordering::Relaxed)),
+            decoding: Duration::from_nanos(c.decoding_ns.load(Ordering::Relaxed)),
         }
+    }
+
+    /// Adds to the time spent decoding answers.
+    pub(crate) fn note_decoding(&self, spent: Duration) {
+        let nanos = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
+        self.inner.counters.decoding_ns.fetch_add(nanos, Ordering::Relaxed);
     }
 
     /// A URL relative to the API base. `path` is already escaped.

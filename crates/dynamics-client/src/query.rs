@@ -344,7 +344,10 @@ impl DynamicsClient {
             call = call.header("prefer", &prefer.join(","));
         }
         let answer = self.send(&call).await?;
-        let (page, next_link) = decode_page(&answer.body, call.url.path())?;
+        let started = std::time::Instant::now();
+        let decoded = decode_page(&answer.body, call.url.path());
+        self.note_decoding(started.elapsed());
+        let (page, next_link) = decoded?;
         let next = match next_link {
             Some(link) => Some(self.same_origin(&link)?),
             None => None,

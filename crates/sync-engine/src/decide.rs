@@ -959,6 +959,7 @@ mod tests {
             synced_at: at(0),
             pending: None,
             seen: BTreeMap::new(),
+            app_changed_at: None,
         }
     }
 

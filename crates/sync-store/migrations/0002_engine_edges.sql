@@ -6,6 +6,9 @@
 ALTER TABLE sync_link ADD COLUMN pending TEXT;
 -- Per field, each side's unsynced value and when it was first seen (JSON).
 ALTER TABLE sync_link ADD COLUMN seen TEXT;
+-- The app's change time (updated_at) of the record the last decision saw: the same time again means nothing changed
+-- in the app since, whatever the clocks of the app and the sync say.
+ALTER TABLE sync_link ADD COLUMN app_changed_at BIGINT;
 
 -- Contacts no app mentor claims any more, hidden from the public site by the next runs until that write succeeds.
 CREATE TABLE sync_release (

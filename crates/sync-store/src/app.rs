@@ -74,6 +74,32 @@ pub trait AppStore: Send + Sync {
 
     /// Records (or clears) the Dynamics contact a mentor is linked to.
     async fn set_dynamics_contact(&self, organisation_id: &str, mentor_id: &str, contact: Option<Uuid>) -> Result<()>;
+
+    /// [`AppStore::apply_pull`] for many mentors at once (the engine sends a page's worth), one result per update
+    /// in order: a refused or missing mentor is its own `Err`, and the others are still written. An `Err` for the
+    /// whole call fails the run. The default calls `apply_pull` for each; implement it to save round trips.
+    async fn apply_pulls(
+        &self,
+        organisation_id: &str,
+        updates: &[(String, PullUpdate)],
+    ) -> Result<Vec<Result<PullOutcome>>> {
+        let mut out = Vec::with_capacity(updates.len());
+        for (mentor_id, update) in updates {
+            match self.apply_pull(organisation_id, mentor_id, update).await {
+                Err(e) if !e.is_record_level() => return Err(e),
+                result => out.push(result),
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`AppStore::set_dynamics_contact`] for many mentors at once. The default calls it for each.
+    async fn set_dynamics_contacts(&self, organisation_id: &str, contacts: &[(String, Option<Uuid>)]) -> Result<()> {
+        for (mentor_id, contact) in contacts {
+            self.set_dynamics_contact(organisation_id, mentor_id, *contact).await?;
+        }
+        Ok(())
+    }
 }
 
 const MENTOR_COLUMNS: &str = "id, organisation_id, member_number, given_name, family_name, email, phone, \
@@ -130,6 +156,319 @@ fn membership_from(row: &AnyRow) -> Result<Membership> {
     })
 }
 
+/// Mentors per statement when pulled values are written in bulk.
+const APPLY_CHUNK: usize = 50;
+
+/// The mentor columns a pull writes.
+const PULLED_MENTOR_COLUMNS: [&str; 5] = ["given_name", "family_name", "email", "phone", "member_number"];
+
+fn pulled_mentor_value<'u>(update: &'u PullUpdate, column: &str) -> Option<&'u Option<String>> {
+    match column {
+        "given_name" => update.given_name.as_ref(),
+        "family_name" => update.family_name.as_ref(),
+        "email" => update.email.as_ref(),
+        "phone" => update.phone.as_ref(),
+        "member_number" => update.member_number.as_ref(),
+        _ => None,
+    }
+}
+
+/// A value to bind in a statement built for a chunk of mentors.
+#[derive(Debug, Clone)]
+enum Bind {
+    Text(Option<String>),
+    Int(i64),
+}
+
+/// The membership columns a pull writes for one update, in column order.
+fn pulled_membership(update: &PullUpdate) -> Vec<(&'static str, Bind)> {
+    let mut out = Vec::new();
+    let text = [
+        ("contact_state", &update.contact_state),
+        ("membership_type", &update.membership_type),
+        ("status", &update.membership_status),
+    ];
+    for (column, value) in text {
+        if let Some(value) = value {
+            out.push((column, Bind::Text(value.clone())));
+        }
+    }
+    if let Some(paid_until) = update.paid_until {
+        out.push(("paid_until", Bind::Text(paid_until.map(date_text))));
+    }
+    if let Some(at) = update.source_modified_on {
+        out.push(("source_modified_on", Bind::Int(ms(at))));
+    }
+    out.sort_by_key(|(column, _)| *column);
+    out
+}
+
+/// The statement text the backend of `tx` takes (see [`Store::sql`]).
+fn tx_sql(tx: &sqlx::Transaction<'_, sqlx::Any>, text: String) -> String {
+    if tx.backend_name() == "PostgreSQL" {
+        text
+    } else {
+        crate::db::anonymous_parameters(&text)
+    }
+}
+
+/// Writes the pulled values of up to [`APPLY_CHUNK`] distinct mentors inside `tx`: one guarded `UPDATE ...
+/// RETURNING id` for their rows (a mentor whose `updated_at` moved since the engine read it is not written: stale),
+/// then the memberships of the mentors written, one statement per set of columns.
+async fn apply_chunk(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    organisation_id: &str,
+    chunk: &[(String, PullUpdate)],
+) -> Result<Vec<Result<PullOutcome>>> {
+    let mut sets = vec!["updated_at = updated_at".to_owned()];
+    let mut binds: Vec<Bind> = Vec::new();
+    let mut n = 0usize;
+    let mut next = || {
+        n += 1;
+        format!("${n}")
+    };
+    for column in PULLED_MENTOR_COLUMNS {
+        let given: Vec<(&String, &Option<String>)> = chunk
+            .iter()
+            .filter_map(|(id, update)| pulled_mentor_value(update, column).map(|v| (id, v)))
+            .collect();
+        if given.is_empty() {
+            continue;
+        }
+        let mut case = format!("{column} = CASE id");
+        for (id, value) in given {
+            let (when, then) = (next(), next());
+            case.push_str(&format!(" WHEN {when} THEN {then}"));
+            binds.push(Bind::Text(Some(id.clone())));
+            binds.push(Bind::Text(value.clone()));
+        }
+        case.push_str(&format!(" ELSE {column} END"));
+        sets.push(case);
+    }
+    let org = next();
+    binds.push(Bind::Text(Some(organisation_id.to_owned())));
+    let ids: Vec<String> = chunk
+        .iter()
+        .map(|(id, _)| {
+            binds.push(Bind::Text(Some(id.clone())));
+            next()
+        })
+        .collect();
+    let mut guard = String::new();
+    let guarded: Vec<(&String, i64)> = chunk
+        .iter()
+        .filter_map(|(id, update)| update.if_updated_at.map(|at| (id, ms(at))))
+        .collect();
+    if !guarded.is_empty() {
+        guard.push_str(" AND updated_at = CASE id");
+        for (id, at) in guarded {
+            let (when, then) = (next(), next());
+            guard.push_str(&format!(" WHEN {when} THEN {then}"));
+            binds.push(Bind::Text(Some(id.clone())));
+            binds.push(Bind::Int(at));
+        }
+        guard.push_str(" ELSE updated_at END");
+    }
+    let sql = format!(
+        "UPDATE peer_mentor SET {} WHERE organisation_id = {org} AND id IN ({}){guard} RETURNING id",
+        sets.join(", "),
+        ids.join(", ")
+    );
+    let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(tx_sql(tx, sql)));
+    for bind in binds {
+        query = match bind {
+            Bind::Text(value) => query.bind(value),
+            Bind::Int(value) => query.bind(value),
+        };
+    }
+    let written: std::collections::BTreeSet<String> = match query.fetch_all(&mut **tx).await {
+        Ok(ids) => ids.into_iter().collect(),
+        Err(e) => {
+            return Err(refused_if_constraint(
+                e,
+                "Dynamics gave this member a member number that another mentor in the app already has; correct \
+                 one of the two member numbers",
+                "writing pulled contact fields",
+            ));
+        }
+    };
+    // The memberships of the mentors written, one statement per set of columns.
+    let mut groups: BTreeMap<Vec<&'static str>, Vec<(&String, Vec<Bind>)>> = BTreeMap::new();
+    for (id, update) in chunk.iter().filter(|(id, _)| written.contains(id)) {
+        let values = pulled_membership(update);
+        if values.is_empty() {
+            continue;
+        }
+        let columns: Vec<&'static str> = values.iter().map(|(c, _)| *c).collect();
+        groups
+            .entry(columns)
+            .or_default()
+            .push((id, values.into_iter().map(|(_, v)| v).collect()));
+    }
+    for (columns, rows) in groups {
+        let width = columns.len() + 1;
+        let values: Vec<String> = (0..rows.len())
+            .map(|r| {
+                let row: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+                format!("({})", row.join(", "))
+            })
+            .collect();
+        let updates: Vec<String> = columns.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+        let sql = format!(
+            "INSERT INTO membership (mentor_id, {}) VALUES {} ON CONFLICT (mentor_id) DO UPDATE SET {}",
+            columns.join(", "),
+            values.join(", "),
+            updates.join(", ")
+        );
+        let mut query = sqlx::query(AssertSqlSafe(tx_sql(tx, sql)));
+        for (id, values) in rows {
+            query = query.bind(id.clone());
+            for value in values {
+                query = match value {
+                    Bind::Text(text) => query.bind(text),
+                    Bind::Int(at) => query.bind(at),
+                };
+            }
+        }
+        query.execute(&mut **tx).await.doing("writing pulled memberships")?;
+    }
+    // The mentors not written changed since they were read (stale), or are not there.
+    let missing: Vec<&String> = chunk
+        .iter()
+        .map(|(id, _)| id)
+        .filter(|id| !written.contains(*id))
+        .collect();
+    let mut present = std::collections::BTreeSet::new();
+    if !missing.is_empty() {
+        let sql = format!(
+            "SELECT id FROM peer_mentor WHERE organisation_id = $1 AND id IN ({})",
+            placeholders(2, missing.len())
+        );
+        let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(tx_sql(tx, sql))).bind(organisation_id);
+        for id in &missing {
+            query = query.bind((*id).clone());
+        }
+        present.extend(query.fetch_all(&mut **tx).await.doing("checking mentors")?);
+    }
+    Ok(chunk
+        .iter()
+        .map(|(id, _)| {
+            if written.contains(id) {
+                Ok(PullOutcome::Applied)
+            } else if present.contains(id) {
+                Ok(PullOutcome::Stale)
+            } else {
+                Err(Error::NotFound {
+                    what: format!("mentor {id} of organisation {organisation_id}"),
+                })
+            }
+        })
+        .collect())
+}
+
+/// Writes one mentor's pulled values inside `tx`: one statement for the mentor's row (which also checks the
+/// `updated_at` guard and locks the row, or on SQLite the database, until the commit, so an app edit cannot slip in
+/// between) and one for the membership.
+async fn apply_one(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    organisation_id: &str,
+    mentor_id: &str,
+    update: &PullUpdate,
+) -> Result<PullOutcome> {
+    let text_fields: [(&str, &Option<Option<String>>); 5] = [
+        ("given_name", &update.given_name),
+        ("family_name", &update.family_name),
+        ("email", &update.email),
+        ("phone", &update.phone),
+        ("member_number", &update.member_number),
+    ];
+    let given: Vec<(&str, Option<String>)> = text_fields
+        .iter()
+        .filter_map(|(column, value)| value.as_ref().map(|v| (*column, v.clone())))
+        .collect();
+    // `updated_at = updated_at` writes nothing but takes the lock when no column changes.
+    let mut sets: Vec<String> = vec!["updated_at = updated_at".to_owned()];
+    for (i, (column, _)) in given.iter().enumerate() {
+        sets.push(format!("{column} = ${}", i + 3));
+    }
+    let guard = update
+        .if_updated_at
+        .map(|_| format!(" AND updated_at = ${}", given.len() + 3))
+        .unwrap_or_default();
+    let sql = format!(
+        "UPDATE peer_mentor SET {} WHERE id = $1 AND organisation_id = $2{guard}",
+        sets.join(", ")
+    );
+    let mut query = sqlx::query(AssertSqlSafe(sql)).bind(mentor_id).bind(organisation_id);
+    for (_, value) in &given {
+        query = query.bind(value.clone());
+    }
+    if let Some(seen) = update.if_updated_at {
+        query = query.bind(ms(seen));
+    }
+    let written = match query.execute(&mut **tx).await {
+        Ok(done) => done.rows_affected(),
+        Err(e) => {
+            return Err(refused_if_constraint(
+                e,
+                "Dynamics gave this member a member number that another mentor in the app already has; correct \
+                 one of the two member numbers",
+                "writing pulled contact fields",
+            ));
+        }
+    };
+    if written == 0 {
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT id FROM peer_mentor WHERE id = $1 AND organisation_id = $2")
+                .bind(mentor_id)
+                .bind(organisation_id)
+                .fetch_optional(&mut **tx)
+                .await
+                .doing("checking a mentor")?;
+        return match exists {
+            None => Err(Error::NotFound {
+                what: format!("mentor {mentor_id} of organisation {organisation_id}"),
+            }),
+            Some(_) => Ok(PullOutcome::Stale),
+        };
+    }
+    let text: [(&str, Option<Option<String>>); 4] = [
+        ("status", update.membership_status.clone()),
+        ("membership_type", update.membership_type.clone()),
+        ("paid_until", update.paid_until.map(|d| d.map(date_text))),
+        ("contact_state", update.contact_state.clone()),
+    ];
+    let given: Vec<(&str, Option<String>)> = text
+        .into_iter()
+        .filter_map(|(column, value)| value.map(|v| (column, v)))
+        .collect();
+    if given.is_empty() && update.source_modified_on.is_none() {
+        return Ok(PullOutcome::Applied);
+    }
+    // Insert with the given columns, or set only those on the existing row.
+    let mut columns: Vec<&str> = given.iter().map(|(c, _)| *c).collect();
+    if update.source_modified_on.is_some() {
+        columns.push("source_modified_on");
+    }
+    let values: Vec<String> = (0..columns.len()).map(|i| format!("${}", i + 2)).collect();
+    let updates: Vec<String> = columns.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+    let sql = format!(
+        "INSERT INTO membership (mentor_id, {}) VALUES ($1, {}) ON CONFLICT (mentor_id) DO UPDATE SET {}",
+        columns.join(", "),
+        values.join(", "),
+        updates.join(", ")
+    );
+    let mut query = sqlx::query(AssertSqlSafe(sql)).bind(mentor_id);
+    for (_, value) in given {
+        query = query.bind(value);
+    }
+    if let Some(at) = update.source_modified_on {
+        query = query.bind(ms(at));
+    }
+    query.execute(&mut **tx).await.doing("writing pulled membership")?;
+    Ok(PullOutcome::Applied)
+}
+
 /// A constraint violation becomes [`Error::Refused`] with `reason` (it concerns one record); anything else stays a
 /// database error.
 fn refused_if_constraint(error: sqlx::Error, reason: &str, doing: &str) -> Error {
@@ -158,9 +497,9 @@ impl Store {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
             let list = placeholders(2, chunk.len());
-            let mut query = sqlx::query(AssertSqlSafe(format!(
+            let mut query = sqlx::query(AssertSqlSafe(self.sql(format!(
                 "SELECT {MENTOR_COLUMNS} FROM peer_mentor WHERE organisation_id = $1 AND id IN ({list})"
-            )))
+            ))))
             .bind(organisation_id);
             for id in chunk {
                 query = query.bind(id);
@@ -183,18 +522,18 @@ impl Store {
             }
             let found: Vec<&String> = by_id.keys().collect();
             let list = placeholders(1, found.len());
-            let mut query = sqlx::query(AssertSqlSafe(format!(
+            let mut query = sqlx::query(AssertSqlSafe(self.sql(format!(
                 "SELECT id, mentor_id, kind, issued_on, expires_on, revoked_at, updated_at FROM certification
                  WHERE mentor_id IN ({list}) ORDER BY mentor_id, expires_on, id"
-            )));
+            ))));
             for id in &found {
                 query = query.bind(*id);
             }
             let certifications = query.fetch_all(&self.pool).await.doing("reading certifications")?;
-            let mut query = sqlx::query(AssertSqlSafe(format!(
+            let mut query = sqlx::query(AssertSqlSafe(self.sql(format!(
                 "SELECT mentor_id, status, membership_type, paid_until, contact_state, source_modified_on
                  FROM membership WHERE mentor_id IN ({list})"
-            )));
+            ))));
             for id in &found {
                 query = query.bind(*id);
             }
@@ -419,9 +758,9 @@ impl AppStore for Store {
         let mut ids = Vec::new();
         for chunk in member_numbers.chunks(500) {
             let list = placeholders(2, chunk.len());
-            let mut query = sqlx::query_scalar(AssertSqlSafe(format!(
+            let mut query = sqlx::query_scalar(AssertSqlSafe(self.sql(format!(
                 "SELECT id FROM peer_mentor WHERE organisation_id = $1 AND member_number IN ({list})"
-            )))
+            ))))
             .bind(organisation_id);
             for number in chunk {
                 query = query.bind(number);
@@ -439,9 +778,9 @@ impl AppStore for Store {
         let mut found = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
             let list = placeholders(2, chunk.len());
-            let mut query = sqlx::query_scalar(AssertSqlSafe(format!(
+            let mut query = sqlx::query_scalar(AssertSqlSafe(self.sql(format!(
                 "SELECT id FROM peer_mentor WHERE organisation_id = $1 AND id IN ({list})"
-            )))
+            ))))
             .bind(organisation_id);
             for id in chunk {
                 query = query.bind(id);
@@ -454,122 +793,81 @@ impl AppStore for Store {
 
     async fn apply_pull(&self, organisation_id: &str, mentor_id: &str, update: &PullUpdate) -> Result<PullOutcome> {
         let mut tx = self.pool.begin().await.doing("starting a transaction")?;
-        // A write first, so the row (PostgreSQL) or the database (SQLite) is locked from the check to the commit
-        // and an app edit cannot slip in between; it changes nothing and checks the guard at once.
-        let guard = match update.if_updated_at {
-            Some(seen) => sqlx::query(
-                "UPDATE peer_mentor SET updated_at = updated_at WHERE id = $1 AND organisation_id = $2
-                 AND updated_at = $3",
-            )
-            .bind(mentor_id)
-            .bind(organisation_id)
-            .bind(ms(seen)),
-            None => {
-                sqlx::query("UPDATE peer_mentor SET updated_at = updated_at WHERE id = $1 AND organisation_id = $2")
-                    .bind(mentor_id)
-                    .bind(organisation_id)
-            }
-        };
-        let guarded = guard.execute(&mut *tx).await.doing("checking a mentor")?;
-        if guarded.rows_affected() == 0 {
-            let exists: Option<String> =
-                sqlx::query_scalar("SELECT id FROM peer_mentor WHERE id = $1 AND organisation_id = $2")
-                    .bind(mentor_id)
-                    .bind(organisation_id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .doing("checking a mentor")?;
-            return match exists {
-                None => Err(Error::NotFound {
-                    what: format!("mentor {mentor_id} of organisation {organisation_id}"),
-                }),
-                Some(_) => Ok(PullOutcome::Stale),
-            };
-        }
-        if let Some(number) = &update.member_number {
-            let result = sqlx::query("UPDATE peer_mentor SET member_number = $1 WHERE id = $2")
-                .bind(number.clone())
-                .bind(mentor_id)
-                .execute(&mut *tx)
-                .await;
-            if let Err(e) = result {
-                return Err(refused_if_constraint(
-                    e,
-                    "Dynamics gave this member a member number that another mentor in the app already has; correct \
-                     one of the two member numbers",
-                    "writing a pulled member number",
-                ));
-            }
-        }
-        // Each given field is set; the others keep their values. updated_at is left alone on purpose.
-        let text_fields = [
-            ("given_name", &update.given_name),
-            ("family_name", &update.family_name),
-            ("email", &update.email),
-            ("phone", &update.phone),
-        ];
-        for (column, value) in text_fields {
-            if let Some(value) = value {
-                sqlx::query(AssertSqlSafe(format!(
-                    "UPDATE peer_mentor SET {column} = $1 WHERE id = $2"
-                )))
-                .bind(value.clone())
-                .bind(mentor_id)
-                .execute(&mut *tx)
-                .await
-                .doing("writing pulled contact fields")?;
-            }
-        }
-        let touches_membership = update.membership_status.is_some()
-            || update.membership_type.is_some()
-            || update.paid_until.is_some()
-            || update.contact_state.is_some()
-            || update.source_modified_on.is_some();
-        if touches_membership {
-            sqlx::query("INSERT INTO membership (mentor_id) VALUES ($1) ON CONFLICT (mentor_id) DO NOTHING")
-                .bind(mentor_id)
-                .execute(&mut *tx)
-                .await
-                .doing("creating a membership")?;
-            let membership_fields = [
-                ("status", update.membership_status.clone()),
-                ("membership_type", update.membership_type.clone()),
-                ("paid_until", update.paid_until.map(|d| d.map(date_text))),
-                ("contact_state", update.contact_state.clone()),
-            ];
-            for (column, value) in membership_fields {
-                if let Some(value) = value {
-                    sqlx::query(AssertSqlSafe(format!(
-                        "UPDATE membership SET {column} = $1 WHERE mentor_id = $2"
-                    )))
-                    .bind(value)
-                    .bind(mentor_id)
-                    .execute(&mut *tx)
-                    .await
-                    .doing("writing pulled membership")?;
+        let outcome = apply_one(&mut tx, organisation_id, mentor_id, update).await?;
+        tx.commit().await.doing("committing pulled values")?;
+        Ok(outcome)
+    }
+
+    async fn apply_pulls(
+        &self,
+        organisation_id: &str,
+        updates: &[(String, PullUpdate)],
+    ) -> Result<Vec<Result<PullOutcome>>> {
+        // One transaction for the page, a few statements per 50 mentors. Should one mentor's update be refused
+        // (rare), that transaction is rolled back and each update is applied in its own, so only that one fails.
+        let distinct: std::collections::BTreeSet<&str> = updates.iter().map(|(id, _)| id.as_str()).collect();
+        if distinct.len() == updates.len() {
+            let mut tx = self.pool.begin().await.doing("starting a transaction")?;
+            let mut out = Vec::with_capacity(updates.len());
+            let mut refused = false;
+            for chunk in updates.chunks(APPLY_CHUNK) {
+                match apply_chunk(&mut tx, organisation_id, chunk).await {
+                    Ok(outcomes) => out.extend(outcomes),
+                    Err(e) if e.is_record_level() => {
+                        refused = true;
+                        break;
+                    }
+                    Err(e) => return Err(e),
                 }
             }
-            if let Some(at) = update.source_modified_on {
-                sqlx::query("UPDATE membership SET source_modified_on = $1 WHERE mentor_id = $2")
-                    .bind(ms(at))
-                    .bind(mentor_id)
-                    .execute(&mut *tx)
-                    .await
-                    .doing("writing pulled membership")?;
+            if !refused {
+                tx.commit().await.doing("committing pulled values")?;
+                return Ok(out);
+            }
+            tx.rollback().await.doing("rolling back pulled values")?;
+        }
+        let mut out = Vec::with_capacity(updates.len());
+        for (mentor_id, update) in updates {
+            match self.apply_pull(organisation_id, mentor_id, update).await {
+                Err(e) if !e.is_record_level() => return Err(e),
+                result => out.push(result),
             }
         }
-        tx.commit().await.doing("committing pulled values")?;
-        Ok(PullOutcome::Applied)
+        Ok(out)
     }
 
     async fn set_dynamics_contact(&self, organisation_id: &str, mentor_id: &str, contact: Option<Uuid>) -> Result<()> {
-        sqlx::query("UPDATE peer_mentor SET dynamics_contact_id = $1 WHERE id = $2 AND organisation_id = $3")
-            .bind(contact.map(|c| c.to_string()))
-            .bind(mentor_id)
-            .bind(organisation_id)
-            .execute(&self.pool)
+        self.set_dynamics_contacts(organisation_id, &[(mentor_id.to_owned(), contact)])
             .await
-            .doing("linking a mentor to a contact")?;
+    }
+
+    async fn set_dynamics_contacts(&self, organisation_id: &str, contacts: &[(String, Option<Uuid>)]) -> Result<()> {
+        if contacts.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.doing("starting a transaction")?;
+        // One statement per 100 mentors: `CASE id WHEN .. THEN .. END`.
+        for chunk in contacts.chunks(100) {
+            let cases: Vec<String> = (0..chunk.len())
+                .map(|i| format!("WHEN ${} THEN ${}", 2 * i + 1, 2 * i + 2))
+                .collect();
+            let first = 2 * chunk.len() + 1;
+            let ids = placeholders(first + 1, chunk.len());
+            let sql = format!(
+                "UPDATE peer_mentor SET dynamics_contact_id = CASE id {} END WHERE organisation_id = ${first} AND id IN ({ids})",
+                cases.join(" ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(self.sql(sql)));
+            for (mentor_id, contact) in chunk {
+                query = query.bind(mentor_id.clone()).bind(contact.map(|c| c.to_string()));
+            }
+            query = query.bind(organisation_id);
+            for (mentor_id, _) in chunk {
+                query = query.bind(mentor_id.clone());
+            }
+            query.execute(&mut *tx).await.doing("linking mentors to contacts")?;
+        }
+        tx.commit().await.doing("committing contact links")?;
         Ok(())
     }
 }

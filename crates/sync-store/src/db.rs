@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyPool, Connection, Executor, Row};
 
 use crate::error::{Context, Error, Result};
 
@@ -80,7 +80,13 @@ impl Store {
             }
             _ => url.to_owned(),
         };
-        let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
+        // A connection left inside a transaction (a future dropped between `BEGIN` and the transaction's guard, as
+        // when a caller gives up on a request) must never serve anyone again: its locks would block every writer
+        // and its statements would run in a transaction nobody commits. Such a connection is closed instead.
+        let mut options = AnyPoolOptions::new()
+            .acquire_timeout(Duration::from_secs(30))
+            .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
+            .before_acquire(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }));
         options = match (backend, access) {
             // SQLite allows one writer at a time; a small pool avoids needless lock waits.
             (Backend::Sqlite, Access::ReadWrite) => options.max_connections(4).after_connect(|conn, _| {
@@ -110,6 +116,17 @@ impl Store {
         };
         let pool = options.connect(&url).await.doing("connecting to the database")?;
         Ok(Store { pool, backend })
+    }
+
+    /// A statement with many parameters as the backend takes it best. Its text numbers them `$1, $2, ...` in the
+    /// order they are bound, each once; SQLite gets anonymous `?` instead, because binding a `$N` parameter costs a
+    /// search through every parameter name, which makes a statement of a few hundred parameters cost hundreds of
+    /// thousands of steps.
+    pub(crate) fn sql(&self, text: String) -> String {
+        match self.backend {
+            Backend::Postgres => text,
+            Backend::Sqlite => anonymous_parameters(&text),
+        }
     }
 
     /// Applies any migrations not yet applied. Safe to run from several processes at once.
@@ -180,5 +197,77 @@ impl RowExt for AnyRow {
     fn flag(&self, column: &'static str) -> Result<bool> {
         // Flags are stored as 0/1 integers on both databases.
         self.try_get::<i64, _>(column).map(|n| n != 0).doing(column)
+    }
+}
+
+/// `$1 ... $n` (in order, each once) as `?`.
+pub(crate) fn anonymous_parameters(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let mut expected = 1usize;
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            let mut digits = String::new();
+            while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
+                digits.push(d);
+                chars.next();
+            }
+            debug_assert_eq!(
+                digits.parse::<usize>().ok(),
+                Some(expected),
+                "parameters out of order in {text}"
+            );
+            expected += 1;
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn numbered_parameters_become_anonymous_for_sqlite() {
+        assert_eq!(
+            super::anonymous_parameters("SELECT a FROM t WHERE b = $1 AND c IN ($2, $3) LIMIT $4"),
+            "SELECT a FROM t WHERE b = ? AND c IN (?, ?) LIMIT ?"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_left_inside_a_transaction_never_serves_again() {
+        let dir = std::env::temp_dir().join(format!("sync-store-db-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::connect(&format!("sqlite://{}", dir.join("t.db").display()))
+            .await
+            .unwrap();
+        // A transaction whose guard never runs (as when a future is dropped between `BEGIN` and the guard): the
+        // connection goes back to the pool inside it, holding the write lock of an uncommitted row.
+        let mut conn = store.pool.acquire().await.unwrap();
+        let tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+        std::mem::forget(tx);
+        sqlx::query("INSERT INTO organisation (id, name) VALUES ('stuck', 'Stuck')")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        drop(conn);
+        // Another writer goes through at once (not after the 10 s busy timeout), and the stuck row never lands.
+        tokio::time::timeout(Duration::from_secs(5), store.upsert_organisation("next", "Next"))
+            .await
+            .expect("a writer waited for a lock nobody would release")
+            .unwrap();
+        let names: Vec<String> = sqlx::query_scalar("SELECT id FROM organisation ORDER BY id")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(names, ["next"]);
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -177,6 +177,9 @@ pub struct Link {
     /// Per field, each side's value that differs from the shadow and when it was first seen, so `newest-wins`
     /// compares the times of the edits of that field.
     pub seen: BTreeMap<String, FieldSeen>,
+    /// The app record's change time (its `updated_at`, or its certifications') that the last decision saw: the
+    /// same time again means the app changed nothing since.
+    pub app_changed_at: Option<DateTime<Utc>>,
 }
 
 /// What the engine remembers of one field's unsynced changes.
@@ -287,6 +290,12 @@ pub struct RunMetrics {
     /// Anything else worth keeping, by name.
     #[serde(default)]
     pub notes: BTreeMap<String, String>,
+    /// Microseconds spent decoding Dynamics' answers (the client's own work on what it received).
+    #[serde(default)]
+    pub decode_us: u64,
+    /// Microseconds spent deciding: reading rows into mapped values and the three-way decisions.
+    #[serde(default)]
+    pub decide_us: u64,
 }
 
 /// How far the two sides differ, from a reconcile.

@@ -30,6 +30,32 @@ fn parse_direction(text: &str) -> Result<Direction> {
     }
 }
 
+/// Rows per multi-row statement: 200 rows of up to 14 columns stay far below SQLite's and PostgreSQL's limits on
+/// parameters per statement (32,766 and 65,535).
+const ROWS_PER_STATEMENT: usize = 200;
+
+/// `($1, ..., $n), ($n+1, ...), ...` for `rows` rows of `columns` values.
+fn value_rows(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
+            format!("({})", row.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The last item per key, in the order of their last occurrence.
+fn last_per_key<T: Clone, K: Ord>(items: &[T], key: impl Fn(&T) -> K) -> Vec<T> {
+    let mut last = std::collections::BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        last.insert(key(item), i);
+    }
+    let mut keep: Vec<usize> = last.into_values().collect();
+    keep.sort_unstable();
+    keep.into_iter().map(|i| items[i].clone()).collect()
+}
+
 fn json_text<T: serde::Serialize>(value: &T) -> String {
     // Serialising plain data types to JSON cannot fail.
     serde_json::to_string(value).unwrap_or_default()
@@ -40,7 +66,7 @@ fn from_json<T: serde::de::DeserializeOwned>(text: &str, table: &'static str, co
 }
 
 const LINK_COLUMNS: &str = "organisation_id, record_kind, app_id, dynamics_id, alternate_key, etag, shadow, visible, \
-     expires_on, dynamics_modified_on, synced_at, pending, seen";
+     expires_on, dynamics_modified_on, synced_at, pending, seen, app_changed_at";
 
 fn link_from(row: &AnyRow) -> Result<Link> {
     Ok(Link {
@@ -65,6 +91,7 @@ fn link_from(row: &AnyRow) -> Result<Link> {
             .opt_text("seen")?
             .and_then(|t| tolerant(&t, "seen"))
             .unwrap_or_default(),
+        app_changed_at: row.opt_at("app_changed_at")?,
     })
 }
 
@@ -304,9 +331,9 @@ impl Store {
                 .map(|i| format!("${i}"))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(self.sql(format!(
                 "SELECT {LINK_COLUMNS} FROM sync_link WHERE organisation_id = $1 AND record_kind = $2 AND app_id IN ({list})"
-            )))
+            ))))
             .bind(organisation_id)
             .bind(record_kind);
             for id in chunk {
@@ -330,10 +357,10 @@ impl Store {
                 .map(|i| format!("${i}"))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(self.sql(format!(
                 "SELECT {LINK_COLUMNS} FROM sync_link
                  WHERE organisation_id = $1 AND record_kind = $2 AND dynamics_id IN ({list})"
-            )))
+            ))))
             .bind(organisation_id)
             .bind(record_kind);
             for id in chunk {
@@ -405,40 +432,80 @@ impl Store {
         self.save_links(std::slice::from_ref(link)).await
     }
 
-    /// Saves several links in one transaction (a batch's links, recorded before it is sent or after it answered).
+    /// Saves several links in one transaction (a batch's links, recorded before it is sent or after it answered),
+    /// many rows per statement.
     pub async fn save_links(&self, links: &[Link]) -> Result<()> {
         if links.is_empty() {
             return Ok(());
         }
+        // One row per key in a statement (PostgreSQL refuses to upsert a row twice in one); the last one wins.
+        let links = last_per_key(links, |l| {
+            (l.organisation_id.clone(), l.record_kind.clone(), l.app_id.clone())
+        });
         let mut tx = self.pool.begin().await.doing("starting a transaction")?;
-        for link in links {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO sync_link ({LINK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+        for chunk in links.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO sync_link ({LINK_COLUMNS}) VALUES {}
                  ON CONFLICT (organisation_id, record_kind, app_id) DO UPDATE
                  SET dynamics_id = excluded.dynamics_id, alternate_key = excluded.alternate_key, etag = excluded.etag,
                      shadow = excluded.shadow, visible = excluded.visible, expires_on = excluded.expires_on,
                      dynamics_modified_on = excluded.dynamics_modified_on, synced_at = excluded.synced_at,
-                     pending = excluded.pending, seen = excluded.seen"
-            )))
-            .bind(&link.organisation_id)
-            .bind(&link.record_kind)
-            .bind(&link.app_id)
-            .bind(link.dynamics_id.to_string())
-            .bind(&link.alternate_key)
-            .bind(&link.etag)
-            .bind(json_text(&link.shadow))
-            .bind(i64::from(link.visible))
-            .bind(link.expires_on.map(date_text))
-            .bind(opt_ms(link.dynamics_modified_on))
-            .bind(ms(link.synced_at))
-            .bind(link.pending.as_ref().map(json_text))
-            .bind((!link.seen.is_empty()).then(|| json_text(&link.seen)))
-            .execute(&mut *tx)
-            .await
-            .doing("saving a link")?;
+                     pending = excluded.pending, seen = excluded.seen, app_changed_at = excluded.app_changed_at",
+                value_rows(chunk.len(), 14)
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(self.sql(sql)));
+            for link in chunk {
+                query = query
+                    .bind(link.organisation_id.clone())
+                    .bind(link.record_kind.clone())
+                    .bind(link.app_id.clone())
+                    .bind(link.dynamics_id.to_string())
+                    .bind(link.alternate_key.clone())
+                    .bind(link.etag.clone())
+                    .bind(json_text(&link.shadow))
+                    .bind(i64::from(link.visible))
+                    .bind(link.expires_on.map(date_text))
+                    .bind(opt_ms(link.dynamics_modified_on))
+                    .bind(ms(link.synced_at))
+                    .bind(link.pending.as_ref().map(json_text))
+                    .bind((!link.seen.is_empty()).then(|| json_text(&link.seen)))
+                    .bind(opt_ms(link.app_changed_at));
+            }
+            query.execute(&mut *tx).await.doing("saving links")?;
         }
         tx.commit().await.doing("committing links")?;
         Ok(())
+    }
+
+    /// App ids and Dynamics ids of an organisation's links in app-id order after `after_app_id`, at most `limit`
+    /// (the scan for mentors who left the app; no shadow is read).
+    pub async fn link_ids_page(
+        &self,
+        organisation_id: &str,
+        record_kind: &str,
+        after_app_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<(String, Uuid)>> {
+        let rows = sqlx::query(
+            "SELECT app_id, dynamics_id FROM sync_link WHERE organisation_id = $1 AND record_kind = $2 AND app_id > $3
+             ORDER BY app_id LIMIT $4",
+        )
+        .bind(organisation_id)
+        .bind(record_kind)
+        .bind(after_app_id.unwrap_or(""))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading link ids")?;
+        rows.iter()
+            .map(|row| {
+                let id = Uuid::from_str(&row.text("dynamics_id")?).map_err(|_| Error::Corrupt {
+                    table: "sync_link",
+                    column: "dynamics_id",
+                })?;
+                Ok((row.text("app_id")?, id))
+            })
+            .collect()
     }
 
     /// Removes the link of an app record only while it still points to `dynamics_id` (the record may have been
@@ -1128,6 +1195,40 @@ impl Store {
     }
 
     // ----- certification cache -----
+
+    /// Saves many cache entries in one transaction, many rows per statement.
+    pub async fn save_cache_entries(&self, entries: &[CacheEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let entries = last_per_key(entries, |e| (e.organisation_id.clone(), e.mentor_id.clone()));
+        let mut tx = self.pool.begin().await.doing("starting a transaction")?;
+        for chunk in entries.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO certification_cache (organisation_id, mentor_id, member_number, status, expires_on,
+                   show_on_public_site, as_of) VALUES {}
+                 ON CONFLICT (organisation_id, mentor_id) DO UPDATE
+                 SET member_number = excluded.member_number, status = excluded.status,
+                     expires_on = excluded.expires_on, show_on_public_site = excluded.show_on_public_site,
+                     as_of = excluded.as_of",
+                value_rows(chunk.len(), 7)
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(self.sql(sql)));
+            for entry in chunk {
+                query = query
+                    .bind(entry.organisation_id.clone())
+                    .bind(entry.mentor_id.clone())
+                    .bind(entry.member_number.clone())
+                    .bind(entry.status.clone())
+                    .bind(entry.expires_on.map(date_text))
+                    .bind(i64::from(entry.show_on_public_site))
+                    .bind(ms(entry.as_of));
+            }
+            query.execute(&mut *tx).await.doing("saving cache entries")?;
+        }
+        tx.commit().await.doing("committing cache entries")?;
+        Ok(())
+    }
 
     /// Saves cache entries (after a run confirmed them in sync with Dynamics).
     pub async fn save_cache_entry(&self, entry: &CacheEntry) -> Result<()> {

@@ -62,6 +62,7 @@ async fn link_as_synced(store: &Store, mentor_id: &str, member: &str, when: &str
             synced_at: at(when),
             pending: None,
             seen: Default::default(),
+            app_changed_at: None,
         })
         .await
         .unwrap();

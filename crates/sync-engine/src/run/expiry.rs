@@ -37,24 +37,26 @@ impl Run<'_> {
     async fn release_gone(&mut self) -> Result<()> {
         let mut after: Option<String> = None;
         loop {
-            let links = self
+            // Ids only: the shadows of the links whose mentor is still there (nearly all) are never read.
+            let ids = self
                 .svc
                 .store
-                .links_page(self.org(), MENTOR, after.as_deref(), APP_PAGE)
+                .link_ids_page(self.org(), MENTOR, after.as_deref(), APP_PAGE)
                 .await?;
-            let Some(last) = links.last() else { return Ok(()) };
-            after = Some(last.app_id.clone());
+            let Some((last, _)) = ids.last() else { return Ok(()) };
+            after = Some(last.clone());
             self.keep_lock().await?;
-            let ids: Vec<String> = links.iter().map(|l| l.app_id.clone()).collect();
+            let full = ids.len() == APP_PAGE as usize;
+            let app_ids: Vec<String> = ids.into_iter().map(|(app_id, _)| app_id).collect();
             let present: BTreeSet<String> = self
                 .svc
                 .app
-                .existing_mentors(self.org(), &ids)
+                .existing_mentors(self.org(), &app_ids)
                 .await?
                 .into_iter()
                 .collect();
-            let full = links.len() == APP_PAGE as usize;
-            for link in links.into_iter().filter(|l| !present.contains(&l.app_id)) {
+            let gone: Vec<String> = app_ids.into_iter().filter(|id| !present.contains(id)).collect();
+            for link in self.svc.store.links(self.org(), MENTOR, &gone).await? {
                 let subject = Subject {
                     app_id: link.app_id.clone(),
                     member_number: None,
@@ -131,10 +133,7 @@ impl Run<'_> {
                 .collect();
             for release in releases {
                 if taken.contains(&release.dynamics_id) {
-                    self.svc
-                        .store
-                        .delete_release(self.org(), MENTOR, release.dynamics_id)
-                        .await?;
+                    self.cancel_release(release.dynamics_id).await?;
                     continue;
                 }
                 self.pending.push(PendingWrite {

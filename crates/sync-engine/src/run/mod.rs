@@ -71,6 +71,10 @@ pub(crate) struct Run<'s> {
     /// record failing again counts against the same entry.
     failing: BTreeMap<String, Direction>,
     pending: Vec<PendingWrite>,
+    /// Decisions waiting to be carried out with the rest of their page.
+    decisions: Vec<record::Decided>,
+    /// Contacts released and not yet hidden (few), so taking a contact costs no query when none is released.
+    released: BTreeSet<Uuid>,
     sizer: BatchSizer,
     plan: Vec<PlanItem>,
     /// Mentors decided this run, with the app change time each decision saw: a later app change is decided again.
@@ -84,6 +88,8 @@ pub(crate) struct Run<'s> {
     /// Mentors with a problem queued this run although the rest of the record synced: a successful write must not
     /// clear that failure.
     partial: BTreeSet<String>,
+    /// Time spent in the pure decisions (reading rows into values, deciding records), for the run's metrics.
+    deciding: std::time::Duration,
     /// Writes sent per mentor this run: each gets its own sync stamp (one second apart), so the stamp tells which
     /// of two writes of one run landed.
     writes_sent: BTreeMap<String, u32>,
@@ -178,6 +184,8 @@ impl<'s> Run<'s> {
             conflicts: BTreeMap::new(),
             failing: BTreeMap::new(),
             pending: Vec::new(),
+            decisions: Vec::new(),
+            released: BTreeSet::new(),
             sizer: BatchSizer::new(
                 usize::try_from(svc.sync.batch_size_initial).unwrap_or(50),
                 usize::try_from(svc.sync.batch_size_max).unwrap_or(1000),
@@ -188,6 +196,7 @@ impl<'s> Run<'s> {
             reread: BTreeSet::new(),
             partial: BTreeSet::new(),
             writes_sent: BTreeMap::new(),
+            deciding: std::time::Duration::ZERO,
         }
     }
 
@@ -214,6 +223,9 @@ impl<'s> Run<'s> {
         metrics.throttled = client.throttled - self.client_start.throttled;
         metrics.retried = client.retried - self.client_start.retried;
         metrics.waited_ms = u64::try_from((client.waited - self.client_start.waited).as_millis()).unwrap_or(u64::MAX);
+        metrics.decode_us =
+            u64::try_from((client.decoding - self.client_start.decoding).as_micros()).unwrap_or(u64::MAX);
+        metrics.decide_us = u64::try_from(self.deciding.as_micros()).unwrap_or(u64::MAX);
         metrics
     }
 
@@ -345,6 +357,17 @@ impl<'s> Run<'s> {
                 }
             }
         }
+        let mut after = None;
+        loop {
+            let page = self.svc.store.releases(self.org(), MENTOR, after, APP_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.dynamics_id);
+            let full = page.len() == APP_PAGE as usize;
+            self.released.extend(page.into_iter().map(|r| r.dynamics_id));
+            if !full {
+                break;
+            }
+        }
         for conflict in self.svc.store.pending_conflicts(self.org()).await? {
             let pending = match conflict.state {
                 ConflictState::Resolved(side) => Pending::Resolved { id: conflict.id, side },
@@ -397,7 +420,14 @@ impl<'s> Run<'s> {
     /// Reads a row's identity and its mapped fields. A field whose value cannot be read is left out and named, so
     /// the rest of the record still syncs (the app's certification above all); only a row without a usable id is
     /// refused.
-    fn read(&self, row: &Row) -> std::result::Result<Read, String> {
+    fn read(&mut self, row: &Row) -> std::result::Result<Read, String> {
+        let started = std::time::Instant::now();
+        let read = self.read_untimed(row);
+        self.deciding += started.elapsed();
+        read
+    }
+
+    fn read_untimed(&self, row: &Row) -> std::result::Result<Read, String> {
         let meta = self.meta(row)?;
         let mut read = Read {
             meta,

@@ -210,7 +210,7 @@ impl Run<'_> {
     async fn pull_deletion(&mut self, id: Uuid) -> Result<()> {
         if self.apply() {
             // A released contact that is deleted needs no hiding.
-            self.svc.store.delete_release(self.org(), MENTOR, id).await?;
+            self.cancel_release(id).await?;
         }
         if let Some(link) = self.svc.store.link_by_dynamics_id(self.org(), MENTOR, id).await? {
             let subject = Subject {
@@ -337,7 +337,7 @@ impl Run<'_> {
                 if link.etag.is_some()
                     && link.etag == meta.etag
                     && link.pending.is_none()
-                    && changed_at(&snapshot) <= link.synced_at
+                    && link.app_changed_at == Some(changed_at(&snapshot))
                     && matches(meta.id) != Some(false)
                 {
                     // Seen before (the overlap window reads some rows twice) and unchanged on both sides.
@@ -370,6 +370,7 @@ impl Run<'_> {
                 .await;
             self.isolate(&subject, Direction::Pull, false, outcome).await?;
         }
+        self.settle().await?;
         self.report_progress();
         Ok(())
     }

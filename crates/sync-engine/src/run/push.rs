@@ -83,13 +83,13 @@ impl Run<'_> {
                 // Resolved conflicts are applied against Dynamics as it is now, in the retry phase.
                 continue;
             }
+            let link = links.get(&snapshot.mentor.id).cloned();
             self.metrics.push.read += 1;
             let subject = Subject::of(&snapshot);
-            let link = links.get(&snapshot.mentor.id).cloned();
             let outcome = self.push_one(snapshot, link).await;
             self.isolate(&subject, Direction::Push, false, outcome).await?;
         }
-        Ok(())
+        self.settle().await
     }
 
     async fn push_one(&mut self, snapshot: MentorSnapshot, link: Option<Link>) -> Result<()> {

@@ -22,6 +22,32 @@ use crate::plan::{PlanItem, show};
 use crate::record::{app_record, changed_at, field_changed_at, pull_update, shadow_expiry, shows_as_visible};
 use crate::service::MENTOR;
 
+/// A decision waiting to be carried out with the rest of its page.
+pub(crate) struct Decided {
+    snapshot: MentorSnapshot,
+    link: Option<Link>,
+    seen: Seen,
+    outcome: RecordOutcome,
+    direction: Direction,
+    after_412: bool,
+    problems: Vec<String>,
+}
+
+/// The sync state a page's decisions write, gathered to be written in bulk.
+#[derive(Default)]
+struct Books {
+    /// Links to save.
+    links: Vec<Link>,
+    /// The app's record of mentors' contacts.
+    contacts: Vec<(String, Option<uuid::Uuid>)>,
+    /// Contacts mentors take (their releases are cancelled).
+    claimed: Vec<uuid::Uuid>,
+    /// Records that synced (their failures are cleared).
+    synced: Vec<String>,
+    /// Cached certification statuses that changed.
+    cache: Vec<CacheEntry>,
+}
+
 /// What the decision saw of Dynamics.
 struct Seen {
     meta: RowMeta,
@@ -70,6 +96,7 @@ impl Run<'_> {
         direction: Direction,
         after_412: bool,
     ) -> Result<()> {
+        let started = std::time::Instant::now();
         let app_id = snapshot.mentor.id.clone();
         self.processed.insert(app_id.clone(), changed_at(&snapshot));
         self.relink.remove(&app_id);
@@ -124,33 +151,116 @@ impl Run<'_> {
             counts.skipped += 1;
         }
         let problems = read.map(|r| r.problems).unwrap_or_default();
-        let seen_at = Seen { meta, shadow, dynamics };
-        self.carry_out(snapshot, link, seen_at, outcome, direction, after_412, problems)
-            .await
+        self.deciding += started.elapsed();
+        // Carried out with the rest of the page (`settle`), so the app and the sync state are written in bulk.
+        self.decisions.push(Decided {
+            snapshot,
+            link,
+            seen: Seen { meta, shadow, dynamics },
+            outcome,
+            direction,
+            after_412,
+            problems,
+        });
+        Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Carries out the decisions made since the last call: the app writes in one call, then each record's
+    /// bookkeeping (its problems isolated), then the links, contact ids and cache entries in bulk.
+    pub(super) async fn settle(&mut self) -> Result<()> {
+        if self.decisions.is_empty() {
+            return Ok(());
+        }
+        let decisions = std::mem::take(&mut self.decisions);
+        let mut written: BTreeMap<String, sync_store::Result<PullOutcome>> = BTreeMap::new();
+        if self.apply() {
+            let updates: Vec<(String, PullUpdate)> = decisions
+                .iter()
+                .filter(|d| !d.outcome.to_app.is_empty())
+                .map(|d| {
+                    let mut update = pull_update(&d.outcome.to_app, d.seen.meta.modified_on);
+                    // Only if the app did not change the mentor since it was read: an app edit is never overwritten.
+                    update.if_updated_at = Some(d.snapshot.mentor.updated_at);
+                    (d.snapshot.mentor.id.clone(), update)
+                })
+                .collect();
+            if !updates.is_empty() {
+                let results = self.svc.app.apply_pulls(self.org(), &updates).await?;
+                for ((app_id, _), result) in updates.into_iter().zip(results) {
+                    written.insert(app_id, result);
+                }
+            }
+        }
+        let mut books = Books::default();
+        for decided in decisions {
+            let subject = Subject::of(&decided.snapshot);
+            let direction = decided.direction;
+            let app_write = written.remove(&decided.snapshot.mentor.id);
+            let outcome = self.carry_out(decided, app_write, &mut books).await;
+            self.isolate(&subject, direction, false, outcome).await?;
+        }
+        self.keep_books(books).await
+    }
+
+    /// Saves what a page's decisions agreed on: links, then the app's record of each mentor's contact, then the
+    /// cached certification status, each in bulk; and clears the failures of the records that synced.
+    async fn keep_books(&mut self, books: Books) -> Result<()> {
+        if !self.apply() {
+            return Ok(());
+        }
+        for id in &books.claimed {
+            self.cancel_release(*id).await?;
+        }
+        let links: Vec<Link> = books.links;
+        let unsaved = self.save_links_isolated(&links).await?;
+        let contacts: Vec<(String, Option<uuid::Uuid>)> = books
+            .contacts
+            .into_iter()
+            .filter(|(app_id, _)| !unsaved.contains(app_id))
+            .collect();
+        self.svc.app.set_dynamics_contacts(self.org(), &contacts).await?;
+        let entries: Vec<CacheEntry> = books
+            .cache
+            .into_iter()
+            .filter(|e| !unsaved.contains(&e.mentor_id))
+            .collect();
+        self.svc.store.save_cache_entries(&entries).await?;
+        for app_id in books.synced.iter().filter(|id| !unsaved.contains(*id)) {
+            self.clear_failures(app_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Forgets a release of a contact a mentor takes (only when there is one: releases are rare).
+    pub(super) async fn cancel_release(&mut self, dynamics_id: uuid::Uuid) -> Result<()> {
+        if self.released.remove(&dynamics_id) {
+            self.svc.store.delete_release(self.org(), MENTOR, dynamics_id).await?;
+        }
+        Ok(())
+    }
+
     async fn carry_out(
         &mut self,
-        snapshot: MentorSnapshot,
-        link: Option<Link>,
-        seen_at: Seen,
-        mut outcome: RecordOutcome,
-        direction: Direction,
-        after_412: bool,
-        mut problems: Vec<String>,
+        decided: Decided,
+        app_write: Option<sync_store::Result<PullOutcome>>,
+        books: &mut Books,
     ) -> Result<()> {
-        let Seen { meta, shadow, dynamics } = seen_at;
+        let Decided {
+            snapshot,
+            link,
+            seen: Seen { meta, shadow, dynamics },
+            mut outcome,
+            direction,
+            after_412,
+            mut problems,
+        } = decided;
         let app_id = snapshot.mentor.id.clone();
         for held in &outcome.held {
             self.hold_conflict(&snapshot, held).await?;
         }
         if !outcome.to_app.is_empty() {
             if self.apply() {
-                let mut update = pull_update(&outcome.to_app, meta.modified_on);
-                // Only if the app did not change the mentor since it was read: an app edit is never overwritten.
-                update.if_updated_at = Some(snapshot.mentor.updated_at);
-                match self.svc.app.apply_pull(self.org(), &app_id, &update).await {
+                match app_write.unwrap_or(Ok(PullOutcome::Applied)) {
                     Ok(PullOutcome::Applied) => self.metrics.pull.written += 1,
                     Ok(PullOutcome::Stale) => {
                         // Decided again this run, against Dynamics read afresh: its change is not lost.
@@ -229,6 +339,12 @@ impl Run<'_> {
             synced_at: self.now,
             pending: None,
             seen: outcome.seen.clone(),
+            // Writes held back (schema drift) leave the app's change undecided: the next run must not skip it.
+            app_changed_at: if held_back {
+                link.as_ref().and_then(|l| l.app_changed_at)
+            } else {
+                Some(changed_at(&snapshot))
+            },
         };
         let contact_changes = snapshot.mentor.dynamics_contact_id != Some(meta.id);
         if writing {
@@ -255,17 +371,27 @@ impl Run<'_> {
                     && l.alternate_key == saved.alternate_key
                     && l.seen == saved.seen
                     && l.visible == saved.visible
+                    && l.app_changed_at == saved.app_changed_at
                     && l.pending.is_none()
                     && outcome.to_app.is_empty()
             });
-            if !unchanged {
-                self.save_agreed(&saved, link.is_none()).await?;
+            if link.is_none() {
+                books.claimed.push(saved.dynamics_id);
             }
             if contact_changes {
-                self.svc
-                    .app
-                    .set_dynamics_contact(self.org(), &app_id, Some(meta.id))
-                    .await?;
+                books.contacts.push((app_id.clone(), Some(meta.id)));
+            }
+            if !unchanged {
+                // The cached status changes only with the shadow's certification fields (the run confirms the
+                // others' freshness in one statement at its end).
+                let cached = |l: &Link| {
+                    self.cache_entry(l)
+                        .map(|e| (e.status, e.expires_on, e.show_on_public_site))
+                };
+                if link.as_ref().is_none_or(|l| cached(l) != cached(&saved)) {
+                    books.cache.extend(self.cache_entry(&saved));
+                }
+                books.links.push(saved);
             }
         }
         if !problems.is_empty() {
@@ -282,7 +408,7 @@ impl Run<'_> {
                 .await;
         }
         if !writing && !held_back {
-            self.clear_failures(&app_id).await?;
+            books.synced.push(app_id);
         }
         Ok(())
     }
@@ -318,22 +444,6 @@ impl Run<'_> {
                 !outcome.settled.contains(id) && !outcome.applied_with_app.contains(id)
             });
         }
-    }
-
-    /// Saves the link of a record both sides agree on (its shadow) and its cached certification status. A new link
-    /// takes the contact: a release of it is cancelled.
-    pub(super) async fn save_agreed(&self, link: &Link, new: bool) -> Result<()> {
-        if new {
-            self.svc
-                .store
-                .delete_release(self.org(), MENTOR, link.dynamics_id)
-                .await?;
-        }
-        self.svc.store.save_link(link).await?;
-        if let Some(entry) = self.cache_entry(link) {
-            self.svc.store.save_cache_entry(&entry).await?;
-        }
-        Ok(())
     }
 
     pub(super) fn cache_entry(&self, link: &Link) -> Option<CacheEntry> {
@@ -522,10 +632,7 @@ impl Run<'_> {
             .store
             .delete_link_to(self.org(), MENTOR, &link.app_id, link.dynamics_id)
             .await?;
-        self.svc
-            .store
-            .delete_release(self.org(), MENTOR, link.dynamics_id)
-            .await?;
+        self.cancel_release(link.dynamics_id).await?;
         self.forget(&link.app_id).await?;
         if present {
             self.relink.insert(link.app_id.clone());
@@ -591,6 +698,7 @@ impl Run<'_> {
                     last_error: None,
                 })
                 .await?;
+            self.released.insert(link.dynamics_id);
         }
         // Only this link: the mentor may already have been linked to another contact.
         self.svc

@@ -61,9 +61,14 @@ pub(super) struct RecordWrite {
 }
 
 impl Run<'_> {
-    /// Writes the queued Dynamics changes in batches.
+    /// Carries out the pending decisions and writes the queued Dynamics changes in batches, until nothing is left
+    /// (a 412 decides a record again and may queue another write).
     pub(super) async fn flush(&mut self) -> Result<()> {
-        while !self.pending.is_empty() {
+        loop {
+            self.settle().await?;
+            if self.pending.is_empty() {
+                return Ok(());
+            }
             if !self.apply() {
                 for write in self.pending.drain(..) {
                     let member_number = match &write.target {
@@ -73,14 +78,13 @@ impl Run<'_> {
                     let changes = write.fields.iter().map(|(f, v)| (f.clone(), show(v))).collect();
                     self.plan.push(PlanItem::WriteDynamics { member_number, changes });
                 }
-                return Ok(());
+                continue;
             }
             let take = self.sizer.size().min(self.pending.len());
             let chunk: Vec<PendingWrite> = self.pending.drain(..take).collect();
             self.write_batch(chunk).await?;
             self.keep_lock().await?;
         }
-        Ok(())
     }
 
     async fn write_batch(&mut self, chunk: Vec<PendingWrite>) -> Result<()> {
@@ -207,29 +211,26 @@ impl Run<'_> {
             .collect();
         let links: Vec<Link> = records.iter().map(|r| r.link.clone()).collect();
         let unsaved = self.save_links_isolated(&links).await?;
-        for record in records {
-            if unsaved.contains(&record.link.app_id) {
-                continue;
-            }
+        let mut contacts = Vec::new();
+        let mut claimed = Vec::new();
+        for record in records.iter().filter(|r| !unsaved.contains(&r.link.app_id)) {
             if record.new {
-                self.svc
-                    .store
-                    .delete_release(self.org(), MENTOR, record.link.dynamics_id)
-                    .await?;
+                claimed.push(record.link.dynamics_id);
             }
             if record.contact_changes {
-                self.svc
-                    .app
-                    .set_dynamics_contact(self.org(), &record.link.app_id, Some(record.link.dynamics_id))
-                    .await?;
+                contacts.push((record.link.app_id.clone(), Some(record.link.dynamics_id)));
             }
         }
+        for id in claimed {
+            self.cancel_release(id).await?;
+        }
+        self.svc.app.set_dynamics_contacts(self.org(), &contacts).await?;
         Ok(unsaved)
     }
 
     /// Saves links in one transaction; if the store refuses that for one record's sake, saves them one by one and
     /// answers the app ids it could not save.
-    async fn save_links_isolated(&self, links: &[Link]) -> Result<BTreeSet<String>> {
+    pub(super) async fn save_links_isolated(&self, links: &[Link]) -> Result<BTreeSet<String>> {
         match self.svc.store.save_links(links).await {
             Ok(()) => Ok(BTreeSet::new()),
             Err(e) if e.is_record_level() => {
@@ -259,10 +260,7 @@ impl Run<'_> {
             match write.target {
                 WriteTarget::Release { app_id } => {
                     info!(org = %self.org(), mentor = %app_id, contact = %write.dynamics_id, "released contact hidden from the public site");
-                    self.svc
-                        .store
-                        .delete_release(self.org(), MENTOR, write.dynamics_id)
-                        .await?;
+                    self.cancel_release(write.dynamics_id).await?;
                 }
                 WriteTarget::Record(record) => {
                     let RecordWrite {
@@ -292,9 +290,7 @@ impl Run<'_> {
         // A link the store refuses keeps its intent on record: the next run reads the row and learns the write landed.
         let unsaved = self.save_links_isolated(&links).await?;
         done.retain(|(app_id, _)| !unsaved.contains(app_id));
-        for entry in &entries {
-            self.svc.store.save_cache_entry(entry).await?;
-        }
+        self.svc.store.save_cache_entries(&entries).await?;
         for (app_id, resolved) in done {
             self.clear_failures(&app_id).await?;
             for id in &resolved {
@@ -348,12 +344,7 @@ impl Run<'_> {
                     .await?
                     .is_some();
                 if claimed || self.row_hidden(&row) {
-                    return self
-                        .svc
-                        .store
-                        .delete_release(self.org(), MENTOR, write.dynamics_id)
-                        .await
-                        .map_err(Into::into);
+                    return self.cancel_release(write.dynamics_id).await;
                 }
                 self.pending.push(PendingWrite {
                     dynamics_id: write.dynamics_id,
@@ -393,11 +384,7 @@ impl Run<'_> {
     /// The row is gone (404 on its write): a linked contact was deleted; a released one needs no hiding.
     async fn write_missed_row(&mut self, write: PendingWrite) -> Result<()> {
         match write.target {
-            WriteTarget::Release { .. } => Ok(self
-                .svc
-                .store
-                .delete_release(self.org(), MENTOR, write.dynamics_id)
-                .await?),
+            WriteTarget::Release { .. } => self.cancel_release(write.dynamics_id).await,
             WriteTarget::Record(record) => {
                 if record.new {
                     // The contact it was about to take is gone: nothing stays linked, and the mentor is looked up

@@ -28,6 +28,7 @@ fn link(app_id: &str) -> Link {
         synced_at: at("2026-01-01T02:00:00Z"),
         pending: None,
         seen: BTreeMap::new(),
+        app_changed_at: None,
     }
 }
 
@@ -331,4 +332,104 @@ async fn a_postgres_lock_whose_session_died_is_reported_lost() {
     next.unwrap().release().await.unwrap();
     lock.release().await.unwrap();
     db.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn pulls_in_bulk_write_each_mentor_or_say_why_not() {
+    each(|store| async move {
+        seed_orgs(&store).await;
+        for (id, member) in [("m1", "1001"), ("m2", "1002"), ("m3", "1003"), ("m4", "1004")] {
+            store
+                .upsert_mentor(&mentor(id, "hlf", member, "2026-01-01T10:00:00Z"))
+                .await
+                .unwrap();
+        }
+        let seen = at("2026-01-01T10:00:00Z");
+        let update = |given: &str| PullUpdate {
+            given_name: Some(Some(given.to_owned())),
+            membership_status: Some(Some("active".to_owned())),
+            paid_until: Some(Some(day(2026, 12, 31))),
+            source_modified_on: Some(at("2026-02-01T08:00:00Z")),
+            if_updated_at: Some(seen),
+            ..PullUpdate::default()
+        };
+        // m2 was edited in the app after the engine read it; m9 does not exist.
+        store
+            .upsert_mentor(&mentor("m2", "hlf", "1002", "2026-01-01T11:00:00Z"))
+            .await
+            .unwrap();
+        let updates = vec![
+            ("m1".to_owned(), update("Ane")),
+            ("m2".to_owned(), update("Bo")),
+            ("m9".to_owned(), update("Ingen")),
+            (
+                "m3".to_owned(),
+                PullUpdate {
+                    membership_type: Some(Some("family".into())),
+                    if_updated_at: Some(seen),
+                    ..PullUpdate::default()
+                },
+            ),
+        ];
+        let results = store.apply_pulls("hlf", &updates).await.unwrap();
+        assert!(matches!(results[0], Ok(PullOutcome::Applied)), "{results:?}");
+        assert!(matches!(results[1], Ok(PullOutcome::Stale)), "{results:?}");
+        assert!(matches!(results[2], Err(Error::NotFound { .. })), "{results:?}");
+        assert!(matches!(results[3], Ok(PullOutcome::Applied)), "{results:?}");
+        let snapshots = store
+            .mentors("hlf", &["m1".into(), "m2".into(), "m3".into()])
+            .await
+            .unwrap();
+        assert_eq!(snapshots[0].mentor.given_name.as_deref(), Some("Ane"));
+        assert_eq!(snapshots[0].mentor.updated_at, seen, "a pull never moves updated_at");
+        let membership = snapshots[0].membership.clone().unwrap();
+        assert_eq!(
+            (membership.status.as_deref(), membership.paid_until),
+            (Some("active"), Some(day(2026, 12, 31)))
+        );
+        assert_eq!(membership.source_modified_on, Some(at("2026-02-01T08:00:00Z")));
+        assert_eq!(
+            snapshots[1].mentor.given_name.as_deref(),
+            Some("Kari"),
+            "the stale one is untouched"
+        );
+        assert!(snapshots[1].membership.is_none());
+        assert_eq!(
+            snapshots[2].membership.clone().unwrap().membership_type.as_deref(),
+            Some("family")
+        );
+
+        // One refused value among several: only that one fails, the others are written.
+        let updates = vec![
+            (
+                "m1".to_owned(),
+                PullUpdate {
+                    member_number: Some(Some("1004".into())),
+                    ..PullUpdate::default()
+                },
+            ),
+            ("m3".to_owned(), update("Cecilie")),
+        ];
+        let results = store.apply_pulls("hlf", &updates).await.unwrap();
+        assert!(matches!(results[0], Err(Error::Refused { .. })), "{results:?}");
+        assert!(matches!(results[1], Ok(PullOutcome::Applied)), "{results:?}");
+        let snapshots = store.mentors("hlf", &["m1".into(), "m3".into()]).await.unwrap();
+        assert_eq!(snapshots[0].mentor.member_number.as_deref(), Some("1001"));
+        assert_eq!(snapshots[1].mentor.given_name.as_deref(), Some("Cecilie"));
+        store
+            .set_dynamics_contacts(
+                "hlf",
+                &[
+                    ("m1".into(), Some(uuid::Uuid::nil())),
+                    ("m3".into(), None),
+                    ("m9".into(), None),
+                ],
+            )
+            .await
+            .unwrap();
+        let snapshots = store.mentors("hlf", &["m1".into(), "m3".into()]).await.unwrap();
+        assert_eq!(snapshots[0].mentor.dynamics_contact_id, Some(uuid::Uuid::nil()));
+        assert_eq!(snapshots[1].mentor.dynamics_contact_id, None);
+    })
+    .await;
 }

@@ -53,6 +53,7 @@ fn link(app_id: &str, visible: bool, expires: Option<chrono::NaiveDate>) -> Link
         synced_at: at("2026-01-01T02:00:00Z"),
         pending: None,
         seen: Default::default(),
+        app_changed_at: None,
     }
 }
 
