@@ -62,6 +62,12 @@ pub(crate) enum Filter {
         column: String,
         needle: String,
     },
+    /// `Microsoft.Dynamics.CRM.In` (or `NotIn` when `negated`): the column holds one of the values.
+    In {
+        column: String,
+        values: Vec<Literal>,
+        negated: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +75,9 @@ enum Tok {
     LParen,
     RParen,
     Comma,
+    LBracket,
+    RBracket,
+    Equals,
     Str(String),
     Word(String),
 }
@@ -96,6 +105,48 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Tok)>, DvError> {
             ',' => {
                 out.push((i, Tok::Comma));
                 i += 1;
+            }
+            '[' => {
+                out.push((i, Tok::LBracket));
+                i += 1;
+            }
+            ']' => {
+                out.push((i, Tok::RBracket));
+                i += 1;
+            }
+            '=' => {
+                out.push((i, Tok::Equals));
+                i += 1;
+            }
+            '"' => {
+                // A double-quoted string: the JSON form query functions take for their values (it may hold an
+                // apostrophe).
+                let start = i;
+                i += 1;
+                let mut s = String::new();
+                loop {
+                    match chars.get(i) {
+                        None => return Err(syntax(start, text)),
+                        Some('\\') => {
+                            match chars.get(i + 1) {
+                                Some('"') => s.push('"'),
+                                Some('\\') => s.push('\\'),
+                                Some('/') => s.push('/'),
+                                _ => return Err(syntax(i, text)),
+                            }
+                            i += 2;
+                        }
+                        Some('"') => {
+                            i += 1;
+                            break;
+                        }
+                        Some(&ch) => {
+                            s.push(ch);
+                            i += 1;
+                        }
+                    }
+                }
+                out.push((start, Tok::Str(s)));
             }
             '\'' => {
                 let start = i;
@@ -247,9 +298,98 @@ impl Parser<'_> {
             self.descend()?;
             let inner = self.unary()?;
             self.depth -= 1;
+            // Dataverse refuses to negate a query function; `NotIn` is the way.
+            if matches!(inner, Filter::In { .. }) {
+                return Err(DvError::odata(
+                    "Not operator along with the Custom Named Condition operators is not allowed".to_owned(),
+                ));
+            }
             return Ok(Filter::Not(Box::new(inner)));
         }
         self.primary()
+    }
+
+    /// `Microsoft.Dynamics.CRM.In(PropertyName='col',PropertyValues=['a','b'])`, after its name.
+    fn query_function(&mut self, name: &str) -> Result<Filter, DvError> {
+        let negated = match name {
+            "Microsoft.Dynamics.CRM.In" => false,
+            "Microsoft.Dynamics.CRM.NotIn" => true,
+            other => {
+                return Err(DvError::odata(format!(
+                    "An unknown function with name '{other}' was found. This may also be a function import or a key lookup on a navigation property, which is not allowed."
+                )));
+            }
+        };
+        self.expect(&Tok::LParen)?;
+        let mut column: Option<String> = None;
+        let mut values: Option<Vec<String>> = None;
+        loop {
+            let at = self.here();
+            let Some(Tok::Word(parameter)) = self.next() else {
+                return Err(syntax(at, self.text));
+            };
+            self.expect(&Tok::Equals)?;
+            match parameter.as_str() {
+                "PropertyName" => {
+                    let at = self.here();
+                    let Some(Tok::Str(name)) = self.next() else {
+                        return Err(syntax(at, self.text));
+                    };
+                    column = Some(name);
+                }
+                "PropertyValues" => {
+                    self.expect(&Tok::LBracket)?;
+                    let mut list = Vec::new();
+                    if !matches!(self.peek(), Some(Tok::RBracket)) {
+                        loop {
+                            let at = self.here();
+                            let Some(Tok::Str(value)) = self.next() else {
+                                return Err(syntax(at, self.text));
+                            };
+                            list.push(value);
+                            if matches!(self.peek(), Some(Tok::Comma)) {
+                                self.pos += 1;
+                            } else {
+                                break;
+                            }
+                        }
+                    }
+                    self.expect(&Tok::RBracket)?;
+                    values = Some(list);
+                }
+                other => {
+                    return Err(DvError::odata(format!(
+                        "The parameter '{other}' is not a parameter of the function '{name}'."
+                    )));
+                }
+            }
+            if matches!(self.peek(), Some(Tok::Comma)) {
+                self.pos += 1;
+            } else {
+                break;
+            }
+        }
+        self.expect(&Tok::RParen)?;
+        let (Some(column), Some(values)) = (column, values) else {
+            return Err(DvError::odata(format!(
+                "The function '{name}' needs both PropertyName and PropertyValues."
+            )));
+        };
+        if values.is_empty() {
+            return Err(DvError::odata(format!(
+                "The function '{name}' needs at least one value in PropertyValues."
+            )));
+        }
+        let attr = self.column(&column)?;
+        let values = values
+            .into_iter()
+            .map(|value| function_value(attr, value))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Filter::In {
+            column,
+            values,
+            negated,
+        })
     }
 
     fn expect(&mut self, tok: &Tok) -> Result<(), DvError> {
@@ -278,6 +418,7 @@ impl Parser<'_> {
                 self.depth -= 1;
                 Ok(inner)
             }
+            Some(Tok::Word(w)) if w.starts_with("Microsoft.Dynamics.CRM.") => self.query_function(&w),
             Some(Tok::Word(w)) if matches!(self.peek(), Some(Tok::LParen)) => {
                 let func = match w.as_str() {
                     "contains" => StrFn::Contains,
@@ -411,6 +552,30 @@ fn typed_literal(attr: &AttrDef, lit: Literal) -> Result<Literal, DvError> {
     })
 }
 
+/// A query function's value (always given as a string) in the column's comparison form.
+fn function_value(attr: &AttrDef, value: String) -> Result<Literal, DvError> {
+    let invalid = || {
+        DvError::odata(format!(
+            "The value '{value}' in PropertyValues is not valid for the attribute '{}'.",
+            attr.name
+        ))
+    };
+    Ok(match &attr.kind {
+        AttrKind::Text { .. } | AttrKind::Other => Literal::Str(value),
+        AttrKind::Guid => Literal::Guid(Uuid::parse_str(&value).map_err(|_| invalid())?),
+        AttrKind::Choice { .. } | AttrKind::Integer | AttrKind::Number => {
+            Literal::Num(value.parse().map_err(|_| invalid())?)
+        }
+        AttrKind::Boolean => Literal::Bool(value.parse().map_err(|_| invalid())?),
+        AttrKind::DateOnly => Literal::Date(NaiveDate::parse_from_str(&value, "%Y-%m-%d").map_err(|_| invalid())?),
+        AttrKind::DateTime => Literal::DateTime(
+            DateTime::parse_from_rfc3339(&value)
+                .map_err(|_| invalid())?
+                .with_timezone(&Utc),
+        ),
+    })
+}
+
 /// Parses a `$filter` against a table; `visible` says whether a column still exists (schema drift).
 pub(crate) fn parse_filter(text: &str, def: &TableDef, visible: &dyn Fn(&str) -> bool) -> Result<Filter, DvError> {
     let toks = tokenize(text)?;
@@ -494,6 +659,18 @@ pub(crate) fn eval(f: &Filter, row: &Map<String, Value>, def: &TableDef) -> bool
                     },
                 },
             }
+        }
+        Filter::In {
+            column,
+            values,
+            negated,
+        } => {
+            let kind = def.attr(column).map_or(AttrKind::Other, |a| a.kind.clone());
+            let stored = stored_literal(&kind, row.get(column));
+            let found = values
+                .iter()
+                .any(|value| cmp_literal(&stored, value) == Some(Ordering::Equal));
+            found != *negated
         }
         Filter::Func { func, column, needle } => {
             let Some(Value::String(s)) = row.get(column) else {
@@ -844,6 +1021,77 @@ mod tests {
             ")".repeat(MAX_FILTER_DEPTH)
         );
         assert!(parse_filter(&at_limit, &def, &all).is_ok());
+    }
+
+    #[test]
+    fn the_in_query_function_matches_any_of_its_values_as_dataverse_documents_it() {
+        let def = contact();
+        let row = |n: &str, id: &str| {
+            json!({"hlf_membernumber": n, "contactid": id, "statecode": 0})
+                .as_object()
+                .unwrap()
+                .clone()
+        };
+        let id = "6f1c0b76-0d7e-4f8a-9a52-1a2b3c4d5e6f";
+        let by_key = parse_filter(
+            r#"Microsoft.Dynamics.CRM.In(PropertyName='hlf_membernumber',PropertyValues=["1001","O'Brian","1003"])"#,
+            &def,
+            &all,
+        )
+        .unwrap();
+        assert!(eval(&by_key, &row("1003", id), &def));
+        assert!(
+            eval(&by_key, &row("o'brian", id), &def),
+            "strings compare case-insensitively"
+        );
+        assert!(!eval(&by_key, &row("1002", id), &def));
+        // Single-quoted values, GUIDs as strings, combined with `and`.
+        let by_id = parse_filter(
+            &format!("statecode eq 0 and Microsoft.Dynamics.CRM.In(PropertyName='contactid',PropertyValues=['{id}'])"),
+            &def,
+            &all,
+        )
+        .unwrap();
+        assert!(eval(&by_id, &row("1", id), &def));
+        assert!(!eval(&by_id, &row("1", "00000000-0000-0000-0000-000000000001"), &def));
+        let not_in = parse_filter(
+            "Microsoft.Dynamics.CRM.NotIn(PropertyName='hlf_membernumber',PropertyValues=['1001'])",
+            &def,
+            &all,
+        )
+        .unwrap();
+        assert!(!eval(&not_in, &row("1001", id), &def));
+        assert!(eval(&not_in, &row("1002", id), &def));
+        // What Dataverse refuses.
+        for (text, says) in [
+            (
+                "not Microsoft.Dynamics.CRM.In(PropertyName='hlf_membernumber',PropertyValues=['1'])",
+                "Not operator",
+            ),
+            (
+                "not (Microsoft.Dynamics.CRM.In(PropertyName='hlf_membernumber',PropertyValues=['1']))",
+                "Not operator",
+            ),
+            (
+                "Microsoft.Dynamics.CRM.In(PropertyName='hlf_membernumber',PropertyValues=[])",
+                "at least one",
+            ),
+            (
+                "Microsoft.Dynamics.CRM.In(PropertyName='nosuchcolumn',PropertyValues=['1'])",
+                "nosuchcolumn",
+            ),
+            (
+                "Microsoft.Dynamics.CRM.In(PropertyName='contactid',PropertyValues=['x'])",
+                "not valid",
+            ),
+            (
+                "Microsoft.Dynamics.CRM.Between(PropertyName='statecode',PropertyValues=['0','1'])",
+                "unknown function",
+            ),
+        ] {
+            let e = parse_filter(text, &def, &all).unwrap_err();
+            assert!(e.message.contains(says), "{text}: {}", e.message);
+        }
     }
 
     #[test]

@@ -37,5 +37,5 @@ pub use clock::{Clock, SystemClock, VirtualClock};
 pub use error::{AuthError, Error, Result};
 pub use field_mapping::Row;
 pub use metadata::WhoAmI;
-pub use query::{Filter, Literal, Order, Page, Query};
+pub use query::{Filter, IN_VALUES_PER_REQUEST, Literal, Order, Page, Query};
 pub use write::{AlternateKey, TableWriter, UpsertMode, WriteOutcome, Written};

@@ -10,6 +10,7 @@
 //! every run that can reach Dynamics.
 
 mod expiry;
+mod lookup;
 mod pull;
 mod push;
 mod record;
@@ -73,6 +74,8 @@ pub(crate) struct Run<'s> {
     pending: Vec<PendingWrite>,
     /// Decisions waiting to be carried out with the rest of their page.
     decisions: Vec<record::Decided>,
+    /// Mentors whose contact is to be read or looked up, in bulk with the rest of their page.
+    needs: Vec<lookup::Need>,
     /// Contacts released and not yet hidden (few), so taking a contact costs no query when none is released.
     released: BTreeSet<Uuid>,
     sizer: BatchSizer,
@@ -185,6 +188,7 @@ impl<'s> Run<'s> {
             failing: BTreeMap::new(),
             pending: Vec::new(),
             decisions: Vec::new(),
+            needs: Vec::new(),
             released: BTreeSet::new(),
             sizer: BatchSizer::new(
                 usize::try_from(svc.sync.batch_size_initial).unwrap_or(50),

@@ -3,7 +3,7 @@
 //! With change tracking (the table has it and the configuration allows it) the delta is read unfiltered, so
 //! deletions are seen, and an organisation's entity filter is applied by asking Dynamics which of the page's
 //! relevant rows (linked ones, and unlinked ones whose member number an app mentor has) match it: one extra request
-//! per 100 such rows, none for the rows no mentor cares about. A linked contact that no longer matches, or that is
+//! for the page (its GETs grouped in one `$batch`), none for the rows no mentor cares about. A linked contact that no longer matches, or that is
 //! deactivated, leaves the sync (its membership ends in the app and the contact is released). Without change
 //! tracking, a `modifiedon` watermark with an overlap window is read with the filter, and a second read of the rows
 //! that changed outside it finds the linked contacts that left it; deletions are then not visible to the pull.
@@ -22,9 +22,6 @@ use crate::decide::{LinkStatus, in_scope, link_status};
 use crate::error::Result;
 use crate::record::changed_at;
 use crate::service::MENTOR;
-
-/// Ids per filter re-query: about 5 KB of URL, well under Dataverse's 32 KB.
-const FILTER_CHUNK: usize = 100;
 
 /// What is known about a page's rows and the organisation's entity filter.
 #[derive(Debug, Clone, Copy)]
@@ -413,22 +410,24 @@ impl Run<'_> {
         self.decide(snapshot, None, Some(read), Direction::Pull, false).await
     }
 
-    /// Which of `ids` match the organisation's entity filter, asked of Dynamics.
-    async fn matching(&self, filter: &str, ids: &[Uuid]) -> Result<BTreeSet<Uuid>> {
+    /// Which of `ids` match the organisation's entity filter, asked of Dynamics in bulk.
+    pub(super) async fn matching(&self, filter: &str, ids: &[Uuid]) -> Result<BTreeSet<Uuid>> {
         let mapping = &self.svc.mapping;
-        let mut found = BTreeSet::new();
-        for chunk in ids.chunks(FILTER_CHUNK) {
-            let Some(any) = Filter::any_of(mapping.primary_id(), chunk.iter().map(|id| Literal::Guid(*id))) else {
-                continue;
-            };
-            let query = Query::new(mapping.entity_set())
-                .select(&[mapping.primary_id()])
-                .filter(Filter::raw(filter))
-                .filter(any);
-            let rows: Vec<Row> = self.svc.client.all_rows(&query).await.map_err(|e| self.dynamics(e))?;
-            found.extend(rows.iter().filter_map(|row| self.meta(row).ok()).map(|m| m.id));
-        }
-        Ok(found)
+        let query = Query::new(mapping.entity_set())
+            .select(&[mapping.primary_id()])
+            .filter(Filter::raw(filter));
+        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        let rows = self
+            .svc
+            .client
+            .rows_in(&query, mapping.primary_id(), &ids)
+            .await
+            .map_err(|e| self.dynamics(e))?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| self.meta(row).ok())
+            .map(|m| m.id)
+            .collect())
     }
 }
 

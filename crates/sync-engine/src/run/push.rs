@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use dynamics_client::{AlternateKey, Filter, Literal, Query, Row};
+use dynamics_client::AlternateKey;
 use sync_store::{Direction, Link, MentorSnapshot, Watermark};
 
+use super::lookup::Need;
 use super::record::Why;
 use super::{APP_PAGE, Run, Subject};
-use crate::decide::{Claim, LinkStatus, claim, in_scope, link_status};
+use crate::decide::{LinkStatus, link_status};
 use crate::error::Result;
 use crate::record::changed_at;
 use crate::service::MENTOR;
@@ -89,6 +90,7 @@ impl Run<'_> {
             let outcome = self.push_one(snapshot, link).await;
             self.isolate(&subject, Direction::Push, false, outcome).await?;
         }
+        self.resolve_needs().await?;
         self.settle().await
     }
 
@@ -137,89 +139,13 @@ impl Run<'_> {
                 )
                 .await;
         };
-        let key = match AlternateKey::new(&self.svc.mapping.alternate_key().column, &number) {
-            Ok(key) => key,
-            Err(e) => {
-                return self
-                    .queue_failure(&subject, Direction::Push, &e.to_string(), true)
-                    .await;
-            }
-        };
-        let filter = self.svc.organisation.filters.get(self.svc.mapping.table()).cloned();
-        let row = match &filter {
-            None => self
-                .svc
-                .client
-                .read_by_key(self.svc.mapping.entity_set(), &key, &self.select())
-                .await
-                .map_err(|e| self.dynamics(e))?,
-            Some(filter) => {
-                let query = Query::new(self.svc.mapping.entity_set())
-                    .select(&self.select())
-                    .filter(Filter::raw(filter.clone()))
-                    .filter(Filter::eq(key.column(), Literal::Text(key.value())));
-                let rows: Vec<Row> = self.svc.client.all_rows(&query).await.map_err(|e| self.dynamics(e))?;
-                rows.into_iter().next()
-            }
-        };
-        let Some(row) = row else {
-            let reason = if filter.is_some() {
-                "no contact in Dynamics that matches the organisation's contact filter has the mentor's member number; check the member number in the app or the contact in Dynamics"
-            } else {
-                "no contact in Dynamics has the mentor's member number; check the member number in the app or register the member in Dynamics"
-            };
-            return self.queue_failure(&subject, Direction::Push, reason, true).await;
-        };
-        let read = match self.read(&row) {
-            Ok(read) => read,
-            Err(reason) => return self.queue_failure(&subject, Direction::Push, &reason, true).await,
-        };
-        if !in_scope(&self.svc.mapping, &read.values, None) {
-            let reason = "the contact with the mentor's member number is deactivated in Dynamics; reactivate it or correct the member number";
-            return self.queue_failure(&subject, Direction::Push, reason, true).await;
+        if let Err(e) = AlternateKey::new(&self.svc.mapping.alternate_key().column, &number) {
+            return self
+                .queue_failure(&subject, Direction::Push, &e.to_string(), true)
+                .await;
         }
-        let existing = self
-            .svc
-            .store
-            .link_by_dynamics_id(self.org(), MENTOR, read.meta.id)
-            .await?;
-        let status = match &existing {
-            None => None,
-            Some(other) => {
-                let mentor = self
-                    .svc
-                    .app
-                    .mentors(self.org(), std::slice::from_ref(&other.app_id))
-                    .await?
-                    .into_iter()
-                    .next();
-                Some(link_status(
-                    other,
-                    mentor.as_ref().map(|s| s.mentor.member_number.as_deref()),
-                ))
-            }
-        };
-        match (claim(status), existing) {
-            (Claim::Free, _) => {}
-            (Claim::TakeOver, Some(other)) => {
-                // The other mentor left the app or took another number: the contact passes to this mentor. It is
-                // released first, so it is hidden should this mentor not take it after all; linking it cancels that.
-                tracing::info!(org = %self.org(), mentor = %subject.app_id, previous = %other.app_id, contact = %other.dynamics_id, "the contact passes to the mentor who now has its member number");
-                let why = match status {
-                    Some(LinkStatus::MentorGone) => Why::MentorGone,
-                    _ => Why::Renumbered,
-                };
-                self.release(&other, other.etag.clone(), why).await?;
-            }
-            (Claim::Taken, Some(other)) => {
-                let reason = format!(
-                    "the contact with the mentor's member number is linked to mentor {}, who has the same member number; two mentors cannot share one member: correct one of them in the app",
-                    other.app_id
-                );
-                return self.queue_failure(&subject, Direction::Push, &reason, true).await;
-            }
-            (_, None) => {}
-        }
-        self.decide(snapshot, None, Some(read), Direction::Push, false).await
+        // Looked up with the rest of the page, in bulk.
+        self.needs.push(Need::Lookup(snapshot));
+        Ok(())
     }
 }

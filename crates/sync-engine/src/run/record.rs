@@ -521,15 +521,9 @@ impl Run<'_> {
             }
             LinkStatus::MentorGone => return self.mentor_gone(link).await,
         }
-        let writer = self.svc.client.writer(&self.svc.mapping);
-        let row = writer
-            .read(link.dynamics_id, &self.select())
-            .await
-            .map_err(|e| self.dynamics(e))?;
-        let Some(row) = row else {
-            return self.deleted(link).await;
-        };
-        self.with_row(snapshot, link, &row, Direction::Push, None, false).await
+        // Read with the rest of the page, in bulk.
+        self.needs.push(super::lookup::Need::Reread(snapshot, Box::new(link)));
+        Ok(())
     }
 
     /// Decides a linked mentor against a row read just now: the contact may have left the sync's scope.

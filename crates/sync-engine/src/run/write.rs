@@ -65,6 +65,7 @@ impl Run<'_> {
     /// (a 412 decides a record again and may queue another write).
     pub(super) async fn flush(&mut self) -> Result<()> {
         loop {
+            self.resolve_needs().await?;
             self.settle().await?;
             if self.pending.is_empty() {
                 return Ok(());

@@ -213,18 +213,23 @@ async fn a_run_killed_mid_batch_converges_on_the_next_run() {
             w.mentor("hlf", &member, day(2027, 6, 30)).await;
         }
         w.sim.faults().set_latency(Duration::from_millis(100));
-        let service = w.service.clone();
+        // Kill the worker once two batches have landed, while the third is in flight.
+        let (landed, mut two_landed) = tokio::sync::watch::channel(false);
+        let service = w.service.clone().with_progress(std::sync::Arc::new(move |p: &sync_engine::Progress<'_>| {
+            if p.pushed >= 10 {
+                landed.send_replace(true);
+            }
+        }));
         let run = tokio::spawn(async move { service.run().await });
-        // Kill the worker once some batches have landed and others have not.
         let written = |w: &World| {
             ids.iter()
                 .filter(|id| w.row(**id)["hlf_peermentorstatus"] == 100000000)
                 .count()
         };
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while written(&w) < 10 && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        tokio::time::timeout(Duration::from_secs(60), two_landed.wait_for(|landed| *landed))
+            .await
+            .expect("two batches land within a minute")
+            .unwrap();
         run.abort();
         let _ = run.await;
         w.sim.faults().clear();

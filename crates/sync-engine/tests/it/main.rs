@@ -4,6 +4,7 @@
 // Test helpers may unwrap and panic: that is how they report a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
+mod bulk;
 mod conflicts;
 mod events;
 mod faults;
