@@ -151,7 +151,7 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "sync.batch_size_initial",
         "50",
-        "Operations in the first `$batch`; grows while Dynamics does not throttle.",
+        "Operations in the first run's first `$batch`; grows while Dynamics does not throttle, halves when it does, and each later run starts at the size the last one ended with.",
     ),
     s("sync.batch_size_max", "1000", "Largest `$batch`, at most 1000."),
     s("sync.parallel_requests", "4", "Requests kept in flight at once."),

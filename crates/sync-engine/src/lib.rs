@@ -31,5 +31,6 @@ pub use record::{
     CertificationView, KNOWN_FIELDS, SYNC_STAMP, app_record, certification_view, changed_at, local_today,
 };
 pub use service::{
-    CertificationStatus, NOTE_AADSTS, NOTE_PULL_COMPLETED, Progress, ProgressObserver, RunReport, SyncService,
+    CertificationStatus, NOTE_AADSTS, NOTE_BATCH_SIZE, NOTE_PULL_COMPLETED, Progress, ProgressObserver, RunReport,
+    SyncService,
 };

@@ -24,6 +24,11 @@ pub(crate) const MENTOR: &str = "mentor";
 /// Run-log note set when a run's pull (Dynamics to app) completed, even if the push failed afterwards.
 pub const NOTE_PULL_COMPLETED: &str = "pull_completed";
 
+/// Run-log note holding the `$batch` size a run ended with: the next run's first batch starts there, so a run
+/// after one that grew its batches unthrottled does not climb from `sync.batch_size_initial` again, and one after
+/// throttling starts where Dynamics was content.
+pub const NOTE_BATCH_SIZE: &str = "batch_size";
+
 /// Run-log note holding the AADSTS code of the Azure AD refusal that failed a run.
 pub const NOTE_AADSTS: &str = "aadsts";
 

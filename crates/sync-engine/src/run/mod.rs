@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::notify;
 use crate::plan::{Plan, PlanItem};
 use crate::record::changed_at;
-use crate::service::{MENTOR, NOTE_PULL_COMPLETED, Progress, SyncService};
+use crate::service::{MENTOR, NOTE_BATCH_SIZE, NOTE_PULL_COMPLETED, Progress, SyncService};
 
 pub(crate) use write::PendingWrite;
 
@@ -231,6 +231,23 @@ impl<'s> Run<'s> {
             u64::try_from((client.decoding - self.client_start.decoding).as_micros()).unwrap_or(u64::MAX);
         metrics.decide_us = u64::try_from(self.deciding.as_micros()).unwrap_or(u64::MAX);
         metrics
+            .notes
+            .insert(NOTE_BATCH_SIZE.to_owned(), self.sizer.size().to_string());
+        metrics
+    }
+
+    /// Starts the batch size where the last run that recorded one left it (see [`NOTE_BATCH_SIZE`]); the first run,
+    /// or one whose history was cleared, starts at `sync.batch_size_initial`.
+    async fn learn_batch_size(&mut self) -> Result<()> {
+        let runs = self.svc.store.recent_runs(self.org(), 10).await?;
+        let learned = runs
+            .iter()
+            .filter(|run| run.kind == sync_store::RunKind::Sync)
+            .find_map(|run| run.metrics.notes.get(NOTE_BATCH_SIZE)?.parse::<usize>().ok());
+        if let Some(size) = learned {
+            self.sizer = BatchSizer::new(size, usize::try_from(self.svc.sync.batch_size_max).unwrap_or(1000));
+        }
+        Ok(())
     }
 
     pub(crate) fn into_plan(self) -> Plan {
@@ -241,6 +258,7 @@ impl<'s> Run<'s> {
 
     /// The phases in order. Each one's failure is kept; later phases run unless it stops the run.
     pub(crate) async fn sync(&mut self) -> Result<()> {
+        self.learn_batch_size().await?;
         self.prepare().await?;
         let mut failed: Option<Error> = None;
         let keep = |failed: &mut Option<Error>, outcome: Result<()>| {

@@ -87,3 +87,38 @@ async fn retried_records_read_their_contacts_in_bulk() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_run_starts_its_batches_at_the_size_the_last_run_ended_with() {
+    each(|db| async move {
+        let w = World::new(&db).await;
+        for n in 0..400 {
+            let member = format!("22{n:03}");
+            w.contact(&member, json!({}));
+            w.mentor("hlf", &member, day(2027, 6, 30)).await;
+        }
+        // The first run climbs from sync.batch_size_initial (50): batches of 50, 100, 200 and 50.
+        let first = w.service.run().await.unwrap();
+        assert_eq!(first.metrics.push.written, 400, "{first:?}");
+        assert_eq!(
+            first
+                .metrics
+                .notes
+                .get(sync_engine::NOTE_BATCH_SIZE)
+                .map(String::as_str),
+            Some("800")
+        );
+        // 300 certifications renewed: the next run writes them in one batch instead of climbing again.
+        for n in 0..300 {
+            w.mentor("hlf", &format!("22{n:03}"), day(2028, 6, 30)).await;
+        }
+        w.clock.advance(chrono::Duration::hours(1));
+        let second = w.service.run().await.unwrap();
+        assert_eq!(second.status, RunStatus::Succeeded, "{second:?}");
+        assert_eq!(second.metrics.push.written, 300, "{second:?}");
+        // Metadata (4), the delta (1) and one $batch of 300.
+        assert_eq!(second.metrics.requests, 6, "{:?}", second.metrics);
+        db
+    })
+    .await;
+}

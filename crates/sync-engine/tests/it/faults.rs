@@ -215,11 +215,14 @@ async fn a_run_killed_mid_batch_converges_on_the_next_run() {
         w.sim.faults().set_latency(Duration::from_millis(100));
         // Kill the worker once two batches have landed, while the third is in flight.
         let (landed, mut two_landed) = tokio::sync::watch::channel(false);
-        let service = w.service.clone().with_progress(std::sync::Arc::new(move |p: &sync_engine::Progress<'_>| {
-            if p.pushed >= 10 {
-                landed.send_replace(true);
-            }
-        }));
+        let service = w
+            .service
+            .clone()
+            .with_progress(std::sync::Arc::new(move |p: &sync_engine::Progress<'_>| {
+                if p.pushed >= 10 {
+                    landed.send_replace(true);
+                }
+            }));
         let run = tokio::spawn(async move { service.run().await });
         let written = |w: &World| {
             ids.iter()
