@@ -194,9 +194,15 @@ impl AccountingExporter {
                     .await?;
                 sizer.record(self.client.metrics().throttled > throttled_before, started.elapsed());
                 let mut confirmed = Vec::new();
+                // Throttling beyond the retries (or any failure about the run) is no posting's fault: nothing is
+                // marked failed for it, and the export stops once the confirmed postings are recorded.
+                let mut run_failure = None;
                 for ((id, _), part) in chunk.iter().zip(&parts) {
                     match writer.written_from_part(part) {
                         Ok(_) => confirmed.push(id.clone()),
+                        Err(error) if error.is_run_level() => {
+                            run_failure.get_or_insert(error);
+                        }
                         Err(error) => {
                             self.fail(id, &error.to_string()).await?;
                             summary.failed += 1;
@@ -209,6 +215,9 @@ impl AccountingExporter {
                     self.store.clear_failure(org, POSTING, id, Direction::Push).await?;
                 }
                 summary.exported += confirmed.len() as u64;
+                if let Some(error) = run_failure {
+                    return Err(error.into());
+                }
             }
             if page.len() < PAGE as usize {
                 break;

@@ -145,21 +145,58 @@ struct SkipToken {
     /// For a delta read: the version of the last item returned.
     #[serde(default)]
     v: u64,
+    /// The number of the page this token asks for (2 for the second page).
+    #[serde(default)]
+    n: u32,
 }
 
 impl SkipToken {
+    /// The token in Dataverse's shape, before it is percent-encoded into a URL: a `cookie` element with the page
+    /// number, the inner paging cookie (itself percent-encoded, so it arrives double-encoded in the link) and whether
+    /// the read tracks changes. The emulator's own position rides in the inner cookie's `sim` attribute, beside
+    /// the `last`/`first` row ids Dataverse puts there.
     fn encode(&self) -> String {
         let json = serde_json::to_vec(self).unwrap_or_default();
-        let mut out = String::from("sim1");
+        let mut state = String::with_capacity(json.len() * 2);
         for b in json {
-            out.push_str(&format!("{b:02x}"));
+            state.push_str(&format!("{b:02x}"));
         }
-        out
+        let row = self
+            .id
+            .map(|id| format!("{{{}}}", id.to_string().to_uppercase()))
+            .unwrap_or_default();
+        let page = self.n.max(2);
+        let inner = format!(
+            "<cookie page=\"{}\"><row last=\"{row}\" first=\"{row}\" sim=\"{state}\" /></cookie>",
+            page - 1
+        );
+        format!(
+            "<cookie pagenumber=\"{page}\" pagingcookie=\"{}\" istracking=\"{}\" />",
+            encode_component(&inner).to_ascii_lowercase(),
+            if self.t { "True" } else { "False" }
+        )
     }
 
+    /// Reads a token as it arrives once the query string is decoded. A token whose inner cookie was decoded once
+    /// too often (a client that decodes and re-encodes the link wrongly) is refused.
     fn decode(text: &str) -> Result<Self, DvError> {
         let bad = || DvError::odata("The $skiptoken value is not valid.");
-        let hex = text.strip_prefix("sim1").ok_or_else(bad)?;
+        let attribute = |xml: &str, name: &str| -> Option<String> {
+            let start = xml.find(&format!(" {name}=\""))? + name.len() + 3;
+            let end = xml[start..].find('"')? + start;
+            Some(xml[start..end].to_owned())
+        };
+        if !text.trim_start().starts_with("<cookie ") {
+            return Err(bad());
+        }
+        let page: u32 = attribute(text, "pagenumber")
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(bad)?;
+        let inner = percent_decode(&attribute(text, "pagingcookie").ok_or_else(bad)?);
+        if !inner.starts_with("<cookie ") {
+            return Err(bad());
+        }
+        let hex = attribute(&inner, "sim").ok_or_else(bad)?;
         if hex.len() % 2 != 0 {
             return Err(bad());
         }
@@ -167,7 +204,16 @@ impl SkipToken {
             .step_by(2)
             .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
             .collect();
-        serde_json::from_slice(&bytes.map_err(|_| bad())?).map_err(|_| bad())
+        let token: SkipToken = serde_json::from_slice(&bytes.map_err(|_| bad())?).map_err(|_| bad())?;
+        if token.n.max(2) != page {
+            return Err(bad());
+        }
+        Ok(token)
+    }
+
+    /// The number of the page after the one this token asked for (the first page has no token).
+    fn next_page(token: Option<&SkipToken>) -> u32 {
+        token.map_or(1, |t| t.n.max(2)) + 1
     }
 }
 
@@ -298,8 +344,45 @@ fn table_index(db: &Db, set: &str) -> Result<usize, DvError> {
     db.table_by_set(set).ok_or_else(|| DvError::segment(set))
 }
 
+/// The query options the emulator understands; any other one is refused as Dataverse refuses it, never ignored (a
+/// misspelt `$fitler` must not quietly answer every row).
+const QUERY_OPTIONS: [&str; 8] = [
+    "$select",
+    "$filter",
+    "$orderby",
+    "$top",
+    "$count",
+    "$expand",
+    "$skiptoken",
+    "$deltatoken",
+];
+
+/// Options Dataverse supports that the emulator does not implement: refused with a message that says so, so a test
+/// that needs one fails clearly rather than against a wrong emulation.
+const NOT_EMULATED: [&str; 5] = ["fetchXml", "savedQuery", "userQuery", "$apply", "$search"];
+
+/// Refuses a request naming a query option Dataverse does not support (400, 0x80060888) or one the emulator does not
+/// implement (501). Parameter aliases (`@p1`) are allowed.
+pub(crate) fn check_query_options(query: Option<&str>) -> Result<(), DvError> {
+    for (name, _) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if name.starts_with('@') || QUERY_OPTIONS.contains(&name.as_ref()) {
+            continue;
+        }
+        if NOT_EMULATED.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
+            return Err(DvError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                dverror::ODATA,
+                format!("The query parameter {name} is supported by Dataverse but not by this emulator."),
+            ));
+        }
+        return Err(DvError::odata(format!("The query parameter {name} is not supported")));
+    }
+    Ok(())
+}
+
 /// Answers a GET.
 pub(crate) fn read(ctx: &Ctx<'_>, db: &Db, req: &ApiRequest) -> Result<ApiResponse, DvError> {
+    check_query_options(req.query.as_deref())?;
     let q = query_map(req.query.as_deref());
     match parse_path(&req.path)? {
         Target::Batch => Err(method_not_allowed("GET")),
@@ -515,7 +598,7 @@ fn next_link(ctx: &Ctx<'_>, set: &str, raw_query: Option<&str>, token: &SkipToke
             name != "$skiptoken"
         })
         .collect();
-    let tok = format!("$skiptoken={}", token.encode());
+    let tok = format!("$skiptoken={}", encode_component(&token.encode()));
     parts.push(&tok);
     format!("{}/{set}?{}", ctx.api, parts.join("&"))
 }
@@ -632,6 +715,7 @@ fn get_collection(
             id: Some(*id),
             t: track,
             s: snapshot,
+            n: SkipToken::next_page(skip.as_ref()),
             ..SkipToken::default()
         };
         body.insert(
@@ -742,6 +826,7 @@ fn delta(
             d: Some(from),
             p: phase,
             v: last,
+            n: SkipToken::next_page(skip.as_ref()),
             ..SkipToken::default()
         };
         let sel = select.map(|s| format!("$select={}&", s.join(","))).unwrap_or_default();
@@ -750,7 +835,7 @@ fn delta(
             ctx.api,
             def.entity_set,
             encode_component(token),
-            tok.encode()
+            encode_component(&tok.encode())
         );
         body.insert("@odata.nextLink".into(), Value::String(link));
     } else {
@@ -793,6 +878,7 @@ pub(crate) fn write(
     req: &ApiRequest,
     undo: &mut Vec<Undo>,
 ) -> Result<ApiResponse, DvError> {
+    check_query_options(req.query.as_deref())?;
     let q = query_map(req.query.as_deref());
     let prefer = Prefer::from_headers(&req.headers);
     let method = req.method.as_str().to_owned();
@@ -1012,19 +1098,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn skiptoken_round_trips_through_hex() {
+    fn skiptoken_has_dataverse_paging_cookie_shape_and_round_trips() {
         let tok = SkipToken {
             k: vec![json!("x")],
             id: Some(Uuid::nil()),
             t: true,
             s: 5,
+            n: 3,
             ..SkipToken::default()
         };
-        let back = SkipToken::decode(&tok.encode()).unwrap();
-        assert_eq!(back.k, tok.k);
-        assert_eq!(back.s, 5);
+        let text = tok.encode();
+        assert!(
+            text.starts_with("<cookie pagenumber=\"3\" pagingcookie=\"%3ccookie%20page%3d%222%22%3e%3crow%20last%3d%22%7b00000000-0000-0000-0000-000000000000%7d%22"),
+            "{text}"
+        );
+        assert!(text.ends_with("\" istracking=\"True\" />"), "{text}");
+        let back = SkipToken::decode(&text).unwrap();
+        assert_eq!((back.k, back.s, back.n), (tok.k.clone(), 5, 3));
+        // The inner cookie decoded once too often (a client that mangles the link) is refused, as is junk.
+        assert!(SkipToken::decode(&percent_decode(&text)).is_err());
         assert!(SkipToken::decode("nonsense").is_err());
-        assert!(SkipToken::decode("sim1zz").is_err());
+        assert!(SkipToken::decode("<cookie pagenumber=\"2\" pagingcookie=\"%3ccookie%20sim%3d%22zz%22\" />").is_err());
+        assert!(SkipToken::decode(&text.replace("pagenumber=\"3\"", "pagenumber=\"4\"")).is_err());
     }
 
     #[test]

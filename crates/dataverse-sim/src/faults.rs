@@ -48,6 +48,35 @@ pub struct FaultConfig {
     pub expired_secrets: Vec<String>,
     /// Columns removed from metadata, as `table.column` (e.g. `contact.hlf_showonpublicsite`).
     pub dropped_columns: Vec<String>,
+    /// Columns dropped earlier to bring back, as `table.column`.
+    pub restored_columns: Vec<String>,
+    /// Faults after the request was carried out: the change is made, then the answer is lost.
+    pub after_commit: AfterCommitConfig,
+}
+
+/// Faults that strike after a request was carried out (its change committed): what a client sees when Dynamics
+/// finishes a request but the answer never arrives or arrives as an error.
+///
+/// ```toml
+/// [after_commit]
+/// reset_rate = 0.01    # applied, then the connection is dropped
+/// timeout_rate = 0.01  # applied, the answer held for `hang_ms`, then dropped
+/// [after_commit.error_rates]
+/// 504 = 0.01           # applied, then answered with the status
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AfterCommitConfig {
+    /// Probability per request of answering with a status (500, 502, 503 or 504) after carrying it out.
+    pub error_rates: BTreeMap<String, f64>,
+    /// Probability per request of dropping the connection after carrying it out.
+    pub reset_rate: Option<f64>,
+    /// Probability per request of holding the answer for `hang_ms` after carrying it out, then dropping it.
+    pub timeout_rate: Option<f64>,
+    /// Strike the next N requests with a reset after carrying them out.
+    pub reset_next: Option<u32>,
+    /// Strike the next N requests with a held answer after carrying them out.
+    pub timeout_next: Option<u32>,
 }
 
 /// What to do with one request.
@@ -64,6 +93,20 @@ pub(crate) enum Action {
     /// Carry the request out, then hold the answer this long and drop the connection: Dynamics finishing a request
     /// the client gave up on.
     LateAnswer(Duration),
+    /// Carry the request out, then drop the connection without an answer.
+    ResetAfterCommit,
+    /// Carry the request out, then answer with this status instead of its result.
+    StatusAfterCommit(u16),
+}
+
+impl Action {
+    /// Whether the request is carried out before the fault strikes.
+    pub(crate) fn after_commit(self) -> bool {
+        matches!(
+            self,
+            Action::LateAnswer(_) | Action::ResetAfterCommit | Action::StatusAfterCommit(_)
+        )
+    }
 }
 
 /// A pending etag race: the next update of a matching row first gets a server-side modification.
@@ -81,6 +124,9 @@ pub(crate) struct FaultState {
     error_rates: Vec<(u16, f64)>,
     reset_rate: f64,
     timeout_rate: f64,
+    after_error_rates: Vec<(u16, f64)>,
+    after_reset_rate: f64,
+    after_timeout_rate: f64,
     pub(crate) hang: Duration,
     scripted: VecDeque<Action>,
     throttle_until: Option<DateTime<Utc>>,
@@ -98,6 +144,9 @@ impl FaultState {
             error_rates: Vec::new(),
             reset_rate: 0.0,
             timeout_rate: 0.0,
+            after_error_rates: Vec::new(),
+            after_reset_rate: 0.0,
+            after_timeout_rate: 0.0,
             hang: Duration::from_secs(30),
             scripted: VecDeque::new(),
             throttle_until: None,
@@ -116,11 +165,19 @@ impl FaultState {
     }
 
     pub(crate) fn set_error_rate(&mut self, status: u16, rate: f64) {
-        self.error_rates.retain(|(s, _)| *s != status);
-        if rate > 0.0 {
-            self.error_rates.push((status, rate.min(1.0)));
-            self.error_rates.sort_by_key(|(s, _)| *s);
-        }
+        set_rate(&mut self.error_rates, status, rate);
+    }
+
+    pub(crate) fn set_after_commit_error_rate(&mut self, status: u16, rate: f64) {
+        set_rate(&mut self.after_error_rates, status, rate);
+    }
+
+    pub(crate) fn set_after_commit_reset_rate(&mut self, rate: f64) {
+        self.after_reset_rate = rate.clamp(0.0, 1.0);
+    }
+
+    pub(crate) fn set_after_commit_timeout_rate(&mut self, rate: f64) {
+        self.after_timeout_rate = rate.clamp(0.0, 1.0);
     }
 
     pub(crate) fn set_reset_rate(&mut self, rate: f64) {
@@ -156,6 +213,9 @@ impl FaultState {
         self.error_rates.clear();
         self.reset_rate = 0.0;
         self.timeout_rate = 0.0;
+        self.after_error_rates.clear();
+        self.after_reset_rate = 0.0;
+        self.after_timeout_rate = 0.0;
         self.scripted.clear();
         self.throttle_until = None;
         self.races.clear();
@@ -170,7 +230,13 @@ impl FaultState {
         if self.throttle_until.is_some_and(|until| now < until) {
             return (self.latency, Some(Action::Throttle(self.retry_after)));
         }
-        let roll: f64 = if self.error_rates.is_empty() && self.reset_rate == 0.0 && self.timeout_rate == 0.0 {
+        let roll: f64 = if self.error_rates.is_empty()
+            && self.reset_rate == 0.0
+            && self.timeout_rate == 0.0
+            && self.after_error_rates.is_empty()
+            && self.after_reset_rate == 0.0
+            && self.after_timeout_rate == 0.0
+        {
             return (self.latency, None);
         } else {
             self.rng.random()
@@ -190,6 +256,20 @@ impl FaultState {
         if roll < acc {
             return (self.latency, Some(Action::Hang(self.hang)));
         }
+        for (status, rate) in &self.after_error_rates {
+            acc += rate;
+            if roll < acc {
+                return (self.latency, Some(Action::StatusAfterCommit(*status)));
+            }
+        }
+        acc += self.after_reset_rate;
+        if roll < acc {
+            return (self.latency, Some(Action::ResetAfterCommit));
+        }
+        acc += self.after_timeout_rate;
+        if roll < acc {
+            return (self.latency, Some(Action::LateAnswer(self.hang)));
+        }
         (self.latency, None)
     }
 
@@ -200,5 +280,13 @@ impl FaultState {
             .iter()
             .position(|r| r.entity_set == entity_set && r.row.is_none_or(|id| id == row));
         pos.map(|i| self.races.remove(i)).is_some()
+    }
+}
+
+fn set_rate(rates: &mut Vec<(u16, f64)>, status: u16, rate: f64) {
+    rates.retain(|(s, _)| *s != status);
+    if rate > 0.0 {
+        rates.push((status, rate.min(1.0)));
+        rates.sort_by_key(|(s, _)| *s);
     }
 }

@@ -90,6 +90,15 @@ struct Args {
     /// Answer the first N requests with 429.
     #[arg(long)]
     throttle_next: Option<u32>,
+    /// After carrying a request out, answer with this status at a rate, e.g. `504=0.01` (repeatable).
+    #[arg(long, value_parser = parse_rate)]
+    after_commit_error_rate: Vec<(String, f64)>,
+    /// Probability of dropping a connection after carrying its request out.
+    #[arg(long)]
+    after_commit_reset_rate: Option<f64>,
+    /// Probability of holding an answer after carrying its request out, then dropping the connection.
+    #[arg(long)]
+    after_commit_timeout_rate: Option<f64>,
 }
 
 fn parse_rate(text: &str) -> Result<(String, f64), String> {
@@ -120,6 +129,12 @@ fn load_faults(args: &Args) -> anyhow::Result<FaultConfig> {
     config.throttle_next = args.throttle_next.or(config.throttle_next);
     for (status, rate) in &args.error_rate {
         config.error_rates.insert(status.clone(), *rate);
+    }
+    let after = &mut config.after_commit;
+    after.reset_rate = args.after_commit_reset_rate.or(after.reset_rate);
+    after.timeout_rate = args.after_commit_timeout_rate.or(after.timeout_rate);
+    for (status, rate) in &args.after_commit_error_rate {
+        after.error_rates.insert(status.clone(), *rate);
     }
     Ok(config)
 }

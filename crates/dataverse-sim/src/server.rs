@@ -307,7 +307,12 @@ impl SimulatorBuilder {
             )
             .route("/api/data/v9.2/{*rest}", any(api_handler))
             .route("/_sim/stats", get(stats_handler))
-            .route("/_sim/faults", post(faults_handler))
+            .route(
+                "/_sim/faults",
+                post(faults_handler)
+                    .put(faults_replace_handler)
+                    .delete(faults_clear_handler),
+            )
             .fallback(not_found_handler)
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
             .with_state(Arc::clone(&shared));
@@ -612,11 +617,11 @@ fn to_response(r: ApiResponse) -> Response {
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// What the handler does after injecting: the latency to spend, and whether to withhold the answer after carrying
-/// the request out (how long, before the connection is dropped).
+/// What the handler does after injecting: the latency to spend, and the fault that strikes once the request has
+/// been carried out, if any.
 struct Injected {
     latency: Duration,
-    late: Option<Duration>,
+    late: Option<Action>,
 }
 
 /// Applies latency and the fault decided for this request; returns the answer when the fault replaces it.
@@ -626,11 +631,11 @@ async fn inject(shared: &Shared, peer: SocketAddr) -> Result<Injected, Response>
     let Some(action) = action else {
         return Ok(Injected { latency, late: None });
     };
-    if let Action::LateAnswer(hold) = action {
+    if action.after_commit() {
         shared.stats.faults.fetch_add(1, Ordering::Relaxed);
         return Ok(Injected {
             latency,
-            late: Some(hold),
+            late: Some(action),
         });
     }
     if !latency.is_zero() {
@@ -667,10 +672,16 @@ async fn inject(shared: &Shared, peer: SocketAddr) -> Result<Injected, Response>
             shared.kill(peer);
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
-        Action::Hang(d) | Action::LateAnswer(d) => {
+        Action::Hang(d) => {
             tokio::time::sleep(d).await;
             shared.kill(peer);
             StatusCode::GATEWAY_TIMEOUT.into_response()
+        }
+        after @ (Action::LateAnswer(_) | Action::ResetAfterCommit | Action::StatusAfterCommit(_)) => {
+            return Ok(Injected {
+                latency,
+                late: Some(after),
+            });
         }
     })
 }
@@ -719,17 +730,36 @@ async fn token_handler(
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let now = shared.clock.now();
     let result = lock(&shared.dir).token(&tenant, &form, &shared.resources, shared.settings.token_lifetime, now);
-    if let Some(hold) = late {
-        return withhold(&shared, peer, hold).await;
+    if let Some(action) = late {
+        return withhold(&shared, peer, action).await;
     }
     token_answer(result)
 }
 
-/// Holds back the answer of a request that was carried out, then drops the connection.
-async fn withhold(shared: &Shared, peer: SocketAddr, hold: Duration) -> Response {
-    tokio::time::sleep(hold).await;
-    shared.kill(peer);
-    StatusCode::GATEWAY_TIMEOUT.into_response()
+/// Loses the answer of a request that was carried out: held and then dropped, dropped at once, or replaced by an
+/// error status.
+async fn withhold(shared: &Shared, peer: SocketAddr, action: Action) -> Response {
+    tracing::debug!(?action, "injecting a fault after the request was carried out");
+    match action {
+        Action::StatusAfterCommit(status) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::GATEWAY_TIMEOUT);
+            let e = DvError::new(
+                status,
+                dverror::GENERIC,
+                format!("Injected fault: {}.", status.canonical_reason().unwrap_or("error")),
+            );
+            to_response(ApiResponse::error(&e))
+        }
+        Action::LateAnswer(hold) => {
+            tokio::time::sleep(hold).await;
+            shared.kill(peer);
+            StatusCode::GATEWAY_TIMEOUT.into_response()
+        }
+        _ => {
+            shared.kill(peer);
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 /// Any method but POST on the token endpoint: Azure AD's AADSTS900561.
@@ -829,8 +859,8 @@ async fn api_handler(
     permit.charge(response.ops, now);
     drop(permit);
     shared.stats.rows.fetch_add(response.rows, Ordering::Relaxed);
-    if let Some(hold) = late {
-        return withhold(&shared, peer, hold).await;
+    if let Some(action) = late {
+        return withhold(&shared, peer, action).await;
     }
     let (requests_left, time_left) = shared.limiter.remaining(user);
     let mut r = to_response(response);
@@ -857,12 +887,39 @@ async fn stats_handler(State(shared): State<Arc<Shared>>) -> Response {
     .into_response()
 }
 
+/// `POST /_sim/faults`: merges the configuration into the faults in force (fields it leaves out stay as they are).
 async fn faults_handler(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    let config: FaultConfig = match serde_json::from_slice(&body) {
+    change_faults(&shared, &body, false)
+}
+
+/// `PUT /_sim/faults`: the configuration becomes the faults in force; everything it does not name is cleared and
+/// every dropped column it does not list is restored.
+async fn faults_replace_handler(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    change_faults(&shared, &body, true)
+}
+
+/// `DELETE /_sim/faults`: no fault in force, every dropped column restored.
+async fn faults_clear_handler(State(shared): State<Arc<Shared>>) -> Response {
+    Faults(Arc::clone(&shared))
+        .replace(&FaultConfig::default())
+        .map_or_else(
+            |e| (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+            |()| StatusCode::NO_CONTENT.into_response(),
+        )
+}
+
+fn change_faults(shared: &Arc<Shared>, body: &[u8], replace: bool) -> Response {
+    let config: FaultConfig = match serde_json::from_slice(body) {
         Ok(c) => c,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("invalid fault configuration: {e}")).into_response(),
     };
-    match Faults(Arc::clone(&shared)).apply(&config) {
+    let faults = Faults(Arc::clone(shared));
+    let result = if replace {
+        faults.replace(&config)
+    } else {
+        faults.apply(&config)
+    };
+    match result {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     }
@@ -897,15 +954,24 @@ fn apply_config(shared: &Shared, faults: &mut FaultState, config: &FaultConfig) 
         faults.set_latency(Duration::from_millis(ms));
     }
     for (status, rate) in &config.error_rates {
-        let code: u16 = status
-            .parse()
-            .map_err(|_| Error::InvalidSetting(format!("error rate status `{status}` is not a number")))?;
-        if ![500, 502, 503, 504].contains(&code) {
-            return Err(Error::InvalidSetting(format!(
-                "error rate status {code} is not one of 500, 502, 503, 504"
-            )));
-        }
-        faults.set_error_rate(code, *rate);
+        faults.set_error_rate(error_status(status)?, *rate);
+    }
+    let after = &config.after_commit;
+    for (status, rate) in &after.error_rates {
+        faults.set_after_commit_error_rate(error_status(status)?, *rate);
+    }
+    if let Some(r) = after.reset_rate {
+        faults.set_after_commit_reset_rate(r);
+    }
+    if let Some(r) = after.timeout_rate {
+        faults.set_after_commit_timeout_rate(r);
+    }
+    if let Some(n) = after.reset_next {
+        faults.push(Action::ResetAfterCommit, n);
+    }
+    if let Some(n) = after.timeout_next {
+        let hang = faults.hang;
+        faults.push(Action::LateAnswer(hang), n);
     }
     if let Some(r) = config.reset_rate {
         faults.set_reset_rate(r);
@@ -943,6 +1009,37 @@ fn apply_config(shared: &Shared, faults: &mut FaultState, config: &FaultConfig) 
             .split_once('.')
             .ok_or_else(|| Error::InvalidSetting(format!("dropped column `{col}` is not of the form table.column")))?;
         drop_column(shared, table, column)?;
+    }
+    for col in &config.restored_columns {
+        let (table, column) = col
+            .split_once('.')
+            .ok_or_else(|| Error::InvalidSetting(format!("restored column `{col}` is not of the form table.column")))?;
+        restore_column(shared, table, column)?;
+    }
+    Ok(())
+}
+
+/// A status for an error rate: one of the server errors a gateway or Dataverse answers with.
+fn error_status(status: &str) -> Result<u16> {
+    let code: u16 = status
+        .parse()
+        .map_err(|_| Error::InvalidSetting(format!("error rate status `{status}` is not a number")))?;
+    if ![500, 502, 503, 504].contains(&code) {
+        return Err(Error::InvalidSetting(format!(
+            "error rate status {code} is not one of 500, 502, 503, 504"
+        )));
+    }
+    Ok(code)
+}
+
+fn restore_column(shared: &Shared, table: &str, column: &str) -> Result<()> {
+    let mut db = shared.db.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let t = db
+        .table_by_name(table)
+        .ok_or_else(|| Error::InvalidSetting(format!("no table `{table}`")))?;
+    let name = db.tables[t].def.logical_name.clone();
+    if let Some(dropped) = db.dropped.get_mut(&name) {
+        dropped.remove(column);
     }
     Ok(())
 }
@@ -1206,6 +1303,19 @@ impl Faults {
         result
     }
 
+    /// Makes `config` the faults in force: every fault it does not name is cleared and every dropped column it does
+    /// not list is restored (the service-protection accounting is kept). `apply` merges instead.
+    pub fn replace(&self, config: &FaultConfig) -> Result<()> {
+        self.state().clear();
+        self.0
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .dropped
+            .clear();
+        self.apply(config)
+    }
+
     /// Removes every fault, restores dropped columns and forgets the service-protection accounting.
     pub fn clear(&self) {
         self.state().clear();
@@ -1277,6 +1387,33 @@ impl Faults {
         self.state().push(Action::LateAnswer(hang), n);
     }
 
+    /// Carries the next `n` requests out, then drops their connections without an answer.
+    pub fn reset_after_commit_next(&self, n: u32) {
+        self.state().push(Action::ResetAfterCommit, n);
+    }
+
+    /// Carries the next `n` requests out, then answers them with `status` (e.g. 502 or 504) instead of their result.
+    pub fn fail_after_commit_next(&self, n: u32, status: u16) {
+        self.state().push(Action::StatusAfterCommit(status), n);
+    }
+
+    /// Carries this fraction of requests out, then answers them with `status` (500, 502, 503 or 504).
+    pub fn set_after_commit_error_rate(&self, status: u16, rate: f64) -> Result<()> {
+        let status = error_status(&status.to_string())?;
+        self.state().set_after_commit_error_rate(status, rate);
+        Ok(())
+    }
+
+    /// Carries this fraction of requests out, then drops their connections without an answer.
+    pub fn set_after_commit_reset_rate(&self, rate: f64) {
+        self.state().set_after_commit_reset_rate(rate);
+    }
+
+    /// Carries this fraction of requests out, then holds their answers for the hang duration and drops them.
+    pub fn set_after_commit_timeout_rate(&self, rate: f64) {
+        self.state().set_after_commit_timeout_rate(rate);
+    }
+
     /// Answers the next `n` requests with 429 and `Retry-After: retry_after` (whole seconds, at least 1).
     pub fn throttle_next(&self, n: u32, retry_after: Duration) {
         self.state().push(Action::Throttle(retry_after.as_secs().max(1)), n);
@@ -1321,7 +1458,13 @@ impl Faults {
         self.state().denied.push(entity_set.to_owned());
     }
 
-    /// Removes a column from a table's metadata (schema drift): reads and writes naming it are rejected.
+    /// Brings back a column removed with [`Faults::drop_column`].
+    pub fn restore_column(&self, table: &str, column: &str) -> Result<()> {
+        restore_column(&self.0, table, column)
+    }
+
+    /// Removes `column` of `table` from the metadata and refuses it on read and write, as after HLF's staff deleted
+    /// it (schema drift). [`Faults::restore_column`] brings it back.
     pub fn drop_column(&self, table: &str, column: &str) -> Result<()> {
         drop_column(&self.0, table, column)
     }

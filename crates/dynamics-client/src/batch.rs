@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use uuid::Uuid;
 
 use crate::client::{Call, DynamicsClient};
-use crate::error::{Error, Result, from_response};
+use crate::error::{Error, Result, from_response, is_throttle};
 use crate::write::{AlternateKey, TableWriter, UpsertMode, Written, written_from};
 use field_mapping::Row;
 
@@ -42,8 +42,11 @@ pub enum PartResult {
         /// The part's body.
         body: Bytes,
     },
-    /// The operation never ran: an earlier one failed and the batch stopped.
+    /// The operation never ran: an earlier one failed and the batch stopped. Safe to send again.
     NotExecuted,
+    /// The operation ran inside an atomic change set that another operation failed: nothing of the change set was
+    /// applied. Safe to send again once the failing operation is dealt with.
+    RolledBack,
 }
 
 /// The batch-size controller: starts small, doubles while Dynamics is not throttling, halves on a 429 or when a
@@ -82,17 +85,47 @@ impl BatchSizer {
 }
 
 impl PartResult {
-    /// The error this part answered with, if it failed.
+    /// The error this part answered with, if it failed. A part Dynamics throttled (after the client's own retries
+    /// of it) is [`Error::Throttled`]: about the run, never the record.
     pub fn error(&self) -> Option<Error> {
         match self {
-            PartResult::Answered { status, body, .. } if *status >= 400 => Some(from_response(*status, body)),
+            PartResult::Answered { status, headers, body } if *status >= 400 => {
+                let (code, _) = crate::error::error_parts(body);
+                if is_throttle(*status, &code) {
+                    let retry_after = crate::client::retry_after(headers, chrono::Utc::now()).unwrap_or_default();
+                    return Some(Error::Throttled { retry_after, code });
+                }
+                Some(from_response(*status, body))
+            }
             PartResult::Answered { .. } => None,
             PartResult::NotExecuted => Some(Error::Service {
                 status: 424,
                 code: String::new(),
                 message: "not executed: an earlier operation in the batch failed".to_owned(),
             }),
+            PartResult::RolledBack => Some(Error::Service {
+                status: 424,
+                code: String::new(),
+                message: "rolled back: another operation of its change set failed".to_owned(),
+            }),
         }
+    }
+
+    /// Whether the operation did not run or was undone, so sending it again cannot apply it twice.
+    pub fn not_applied(&self) -> bool {
+        matches!(self, PartResult::NotExecuted | PartResult::RolledBack)
+    }
+
+    /// How long Dynamics asked to wait, when this part was refused by service protection.
+    fn throttled(&self, client: &DynamicsClient) -> Option<Duration> {
+        let PartResult::Answered { status, headers, body } = self else {
+            return None;
+        };
+        if *status < 400 {
+            return None;
+        }
+        let (code, _) = crate::error::error_parts(body);
+        is_throttle(*status, &code).then(|| client.retry_after(headers).unwrap_or(Duration::from_secs(1)))
     }
 }
 
@@ -104,7 +137,53 @@ impl DynamicsClient {
         self.batch(&calls, mode).await
     }
 
+    /// Sends `calls` as one `$batch` and answers one result per call. A batch that stopped at a failing part is
+    /// read part by part like any other. Parts Dynamics throttled (429 or a service-protection code) pause the rate
+    /// budget for their `Retry-After` and are sent again, with the parts that did not run because of them, within
+    /// the retry settings; a part still throttled then answers [`Error::Throttled`] from [`PartResult::error`].
     pub(crate) async fn batch(&self, calls: &[Call], mode: BatchMode) -> Result<Vec<PartResult>> {
+        let mut results: Vec<Option<PartResult>> = vec![None; calls.len()];
+        let mut todo: Vec<usize> = (0..calls.len()).collect();
+        let mut round = 0;
+        loop {
+            round += 1;
+            let subset: Vec<Call> = todo.iter().map(|&i| calls[i].clone()).collect();
+            let parts = self.batch_once(&subset, mode).await?;
+            let mut again = Vec::new();
+            let mut wait: Option<Duration> = None;
+            for part in &parts {
+                if let Some(asked) = part.throttled(self) {
+                    wait = Some(wait.unwrap_or_default().max(asked));
+                }
+            }
+            for (&i, part) in todo.iter().zip(parts) {
+                if wait.is_some() && (part.throttled(self).is_some() || part.not_applied()) {
+                    again.push(i);
+                }
+                results[i] = Some(part);
+            }
+            let Some(wait) = wait else { break };
+            self.note_throttled();
+            self.inner.budget.pause_for(wait);
+            if round >= self.inner.retry.max_attempts {
+                break;
+            }
+            tracing::warn!(
+                parts = again.len(),
+                retry_after_s = wait.as_secs(),
+                "Dynamics throttled parts of a batch; waiting, then sending those parts again"
+            );
+            self.note_retried();
+            self.wait(wait).await;
+            todo = again;
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or(PartResult::NotExecuted))
+            .collect())
+    }
+
+    async fn batch_once(&self, calls: &[Call], mode: BatchMode) -> Result<Vec<PartResult>> {
         if calls.is_empty() {
             return Ok(Vec::new());
         }
@@ -130,6 +209,8 @@ impl DynamicsClient {
             call = call.header("prefer", "odata.continue-on-error");
         }
         call.body = Some(Bytes::from(body));
+        call.idempotent = calls.iter().all(|c| c.idempotent);
+        call.multipart_answer = true;
         let answer = self.send(&call).await?;
         let content_type = answer
             .headers
@@ -275,23 +356,40 @@ pub(crate) fn decode_batch(content_type: &str, body: &[u8], expected: usize, ato
 /// One parsed response part: an operation's answer, or a change set's answers.
 #[derive(Debug)]
 enum Part {
-    Single(PartResult),
+    /// One answer, with its `Content-ID` when the part carried one.
+    Single(PartResult, Option<String>),
     ChangeSet(Vec<PartResult>),
 }
 
 /// Lines the parts up with the operations. In an atomic batch a failed change set answers with one error part in
-/// place of the set: that answer stands for every operation, none of which was applied.
+/// place of the set: the operation its `Content-ID` names gets that answer and every other one is
+/// [`PartResult::RolledBack`]; without a usable `Content-ID` the answer stands for every operation.
 fn map_results(parts: Vec<Part>, expected: usize, atomic: bool) -> Vec<PartResult> {
     if atomic
-        && let [Part::Single(result @ PartResult::Answered { status, .. })] = parts.as_slice()
+        && let [Part::Single(result @ PartResult::Answered { status, .. }, content_id)] = parts.as_slice()
         && *status >= 400
     {
-        return vec![result.clone(); expected];
+        let failing = content_id
+            .as_deref()
+            .and_then(|id| id.trim().parse::<usize>().ok())
+            .filter(|id| (1..=expected).contains(id));
+        return match failing {
+            Some(id) => (1..=expected)
+                .map(|i| {
+                    if i == id {
+                        result.clone()
+                    } else {
+                        PartResult::RolledBack
+                    }
+                })
+                .collect(),
+            None => vec![result.clone(); expected],
+        };
     }
     let mut out = Vec::with_capacity(expected);
     for part in parts {
         match part {
-            Part::Single(result) => out.push(result),
+            Part::Single(result, _) => out.push(result),
             Part::ChangeSet(results) => out.extend(results),
         }
     }
@@ -318,14 +416,14 @@ fn parse_multipart(content_type: &str, body: &[u8]) -> Result<Vec<Part>> {
             let results = inner
                 .into_iter()
                 .flat_map(|p| match p {
-                    Part::Single(r) => vec![r],
+                    Part::Single(r, _) => vec![r],
                     Part::ChangeSet(rs) => rs,
                 })
                 .collect();
             parts.push(Part::ChangeSet(results));
         } else {
             let result = parse_http_response(content)?;
-            parts.push(Part::Single(result));
+            parts.push(Part::Single(result, header_value(headers, "content-id")));
         }
     }
     Ok(parts)
@@ -478,7 +576,10 @@ mod tests {
             if let Ok(parts) = &result {
                 // Anything that parses maps onto the expected count without panicking.
                 let _ = map_results(
-                    parts.iter().map(|_| Part::Single(PartResult::NotExecuted)).collect(),
+                    parts
+                        .iter()
+                        .map(|_| Part::Single(PartResult::NotExecuted, None))
+                        .collect(),
                     3,
                     true,
                 );

@@ -82,6 +82,12 @@ pub(crate) struct Call {
     pub(crate) url: Url,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Option<Bytes>,
+    /// Whether sending it twice has the effect of sending it once, so it may be resent when its answer is lost:
+    /// reads, unconditional upserts by key and `If-Match: *` updates are; a create, an etag-guarded update, a
+    /// create-only upsert and a `$batch` holding any of them are not.
+    pub(crate) idempotent: bool,
+    /// A `$batch`: an error status with a multipart body is an answer per part, not one error.
+    pub(crate) multipart_answer: bool,
 }
 
 /// An answer with a success status.
@@ -165,6 +171,16 @@ impl DynamicsClient {
         }
     }
 
+    /// Counts a throttling answer that came inside a batch part.
+    pub(crate) fn note_throttled(&self) {
+        self.inner.counters.throttled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request sent again.
+    pub(crate) fn note_retried(&self) {
+        self.inner.counters.retried.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Adds to the time spent decoding answers.
     pub(crate) fn note_decoding(&self, spent: Duration) {
         let nanos = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
@@ -197,9 +213,10 @@ impl DynamicsClient {
             if attempt > 1 {
                 inner.counters.retried.fetch_add(1, Ordering::Relaxed);
             }
-            let token = inner.tokens.token().await?;
+            // The budget first: a long wait for it must not outlive the token taken for the request.
             let (slot, waited) = inner.budget.acquire().await;
             self.add_wait(waited);
+            let token = inner.tokens.token().await?;
             let mut request = inner.http.request(call.method.clone(), call.url.clone());
             request = request.headers(call.headers.clone());
             request = request.header(http::header::AUTHORIZATION, token.header_value()?);
@@ -223,9 +240,20 @@ impl DynamicsClient {
             let (status, headers, body) = match outcome {
                 Ok(answer) => answer,
                 Err(error) => {
+                    // reqwest's text names the whole URL, whose query or key can carry member numbers.
+                    let error = error.without_url();
                     let wait = self.backoff(attempt);
+                    // A connection that was never made carried nothing: any request may go again.
+                    let resendable = call.idempotent || error.is_connect();
+                    if !resendable && is_transient(&error) {
+                        warn!(method = %call.method, url = %UrlForLog(&call.url), attempt, error = %error, "no answer to a write that is not safe to resend; its outcome is unknown");
+                        return Err(Error::OutcomeUnknown {
+                            url: UrlForLog(&call.url).to_string(),
+                            reason: lost_answer(&error),
+                        });
+                    }
                     if is_transient(&error) && may_retry(wait) {
-                        warn!(url = %UrlForLog(&call.url), attempt, wait_ms = wait.as_millis() as u64, error = %error, "request failed; retrying");
+                        warn!(method = %call.method, url = %UrlForLog(&call.url), attempt, wait_ms = wait.as_millis() as u64, error = %error, "request failed; retrying");
                         self.wait(wait).await;
                         continue;
                     }
@@ -237,6 +265,10 @@ impl DynamicsClient {
                 }
             };
             debug!(method = %call.method, url = %UrlForLog(&call.url), status = status.as_u16(), attempt, "dynamics answered");
+            if call.multipart_answer && !status.is_success() && is_multipart(&headers) {
+                // A batch that stopped at a failing part: the answer still holds every part's result.
+                return Ok(Answer { status, headers, body });
+            }
             match status.as_u16() {
                 200..=299 => return Ok(Answer { status, headers, body }),
                 401 if !refreshed_token => {
@@ -252,7 +284,7 @@ impl DynamicsClient {
                 429 => {
                     inner.counters.throttled.fetch_add(1, Ordering::Relaxed);
                     let (code, _) = crate::error::error_parts(&body);
-                    let wait = retry_after(&headers).unwrap_or_else(|| self.backoff(attempt));
+                    let wait = self.retry_after(&headers).unwrap_or_else(|| self.backoff(attempt));
                     inner.budget.pause_for(wait);
                     if may_retry(wait) {
                         warn!(url = %UrlForLog(&call.url), attempt, retry_after_s = wait.as_secs(), code = %code, "throttled by Dynamics; waiting");
@@ -265,7 +297,21 @@ impl DynamicsClient {
                     });
                 }
                 502..=504 => {
-                    let wait = self.backoff(attempt);
+                    let asked = (status == StatusCode::SERVICE_UNAVAILABLE)
+                        .then(|| self.retry_after(&headers))
+                        .flatten();
+                    if let Some(wait) = asked {
+                        inner.budget.pause_for(wait);
+                    }
+                    if !call.idempotent {
+                        // A gateway's error says nothing of whether Dynamics carried the request out behind it.
+                        warn!(method = %call.method, url = %UrlForLog(&call.url), attempt, status = status.as_u16(), "gateway error on a write that is not safe to resend; its outcome is unknown");
+                        return Err(Error::OutcomeUnknown {
+                            url: UrlForLog(&call.url).to_string(),
+                            reason: format!("HTTP {}", status.as_u16()),
+                        });
+                    }
+                    let wait = asked.unwrap_or_else(|| self.backoff(attempt));
                     if may_retry(wait) {
                         warn!(url = %UrlForLog(&call.url), attempt, status = status.as_u16(), wait_ms = wait.as_millis() as u64, "transient server error; retrying");
                         self.wait(wait).await;
@@ -288,12 +334,17 @@ impl DynamicsClient {
         capped.mul_f64(rand::rng().random_range(0.5..=1.0))
     }
 
-    async fn wait(&self, duration: Duration) {
+    /// `Retry-After` in seconds (Dataverse's form) or as an HTTP date, read against the client's clock.
+    pub(crate) fn retry_after(&self, headers: &HeaderMap) -> Option<Duration> {
+        retry_after(headers, self.inner.clock.utc_now())
+    }
+
+    pub(crate) async fn wait(&self, duration: Duration) {
         self.inner.clock.sleep(duration).await;
         self.add_wait(duration);
     }
 
-    fn add_wait(&self, duration: Duration) {
+    pub(crate) fn add_wait(&self, duration: Duration) {
         let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         self.inner.counters.waited_ms.fetch_add(ms, Ordering::Relaxed);
     }
@@ -312,16 +363,24 @@ impl Call {
             HeaderName::from_static("odata-version"),
             HeaderValue::from_static("4.0"),
         );
+        let idempotent = method != Method::POST;
         Call {
             method,
             url,
             headers,
             body: None,
+            idempotent,
+            multipart_answer: false,
         }
     }
 
-    /// Adds a header. Values built by this crate are always valid; an invalid one is skipped.
+    /// Adds a header. Values built by this crate are always valid; an invalid one is skipped. A condition on the
+    /// row's state (`If-None-Match`, `If-Match` with an etag) makes the call unsafe to resend: the second copy of a
+    /// call that landed answers 412 or a duplicate, not the first one's result.
     pub(crate) fn header(mut self, name: &'static str, value: &str) -> Self {
+        if name == "if-none-match" || (name == "if-match" && value.trim() != "*") {
+            self.idempotent = false;
+        }
         if let Ok(value) = HeaderValue::from_str(value) {
             self.headers.append(HeaderName::from_static(name), value);
         }
@@ -364,26 +423,50 @@ fn is_transient(error: &reqwest::Error) -> bool {
     error.is_timeout() || error.is_connect() || error.is_request() || error.is_body() || error.is_decode()
 }
 
-/// `Retry-After` in seconds (Dataverse's form) or as an HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+/// What happened instead of an answer, in words for an operator.
+fn lost_answer(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        "timed out waiting for the answer".to_owned()
+    } else if error.is_body() || error.is_decode() {
+        "the answer broke off".to_owned()
+    } else {
+        "the connection closed before the answer".to_owned()
+    }
+}
+
+fn is_multipart(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/mixed"))
+}
+
+/// `Retry-After` in seconds (Dataverse's form) or as an HTTP date, which is read against `now`.
+pub(crate) fn retry_after(headers: &HeaderMap, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
     let text = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(seconds) = text.parse::<f64>() {
         return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(86_400.0)));
     }
     let at = chrono::DateTime::parse_from_rfc2822(text).ok()?;
-    let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(wait.to_std().unwrap_or(Duration::ZERO))
+    let wait = at.with_timezone(&chrono::Utc) - now;
+    Some(wait.to_std().unwrap_or(Duration::ZERO).min(Duration::from_secs(86_400)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn now() -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339("2015-10-21T07:27:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    }
+
     #[track_caller]
     fn check_retry_after(value: &str, expected: Option<Duration>) {
         let mut headers = HeaderMap::new();
         headers.insert(http::header::RETRY_AFTER, HeaderValue::from_str(value).unwrap());
-        assert_eq!(retry_after(&headers), expected, "{value}");
+        assert_eq!(retry_after(&headers, now()), expected, "{value}");
     }
 
     #[test]
@@ -393,7 +476,9 @@ mod tests {
         check_retry_after("0.5", Some(Duration::from_millis(500)));
         check_retry_after("-1", None);
         check_retry_after("soon", None);
-        check_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", Some(Duration::ZERO));
-        assert_eq!(retry_after(&HeaderMap::new()), None);
+        // An HTTP date is read against the injected clock: a minute after "now".
+        check_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", Some(Duration::from_secs(60)));
+        check_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", Some(Duration::ZERO));
+        assert_eq!(retry_after(&HeaderMap::new(), now()), None);
     }
 }

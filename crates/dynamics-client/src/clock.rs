@@ -14,6 +14,10 @@ pub trait Clock: Send + Sync + fmt::Debug {
     fn now(&self) -> Instant;
     /// Waits for `duration`.
     async fn sleep(&self, duration: Duration);
+    /// The wall-clock time, for answers that name a date (an HTTP-date `Retry-After`).
+    fn utc_now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now()
+    }
 }
 
 /// Real time, through tokio.
@@ -35,6 +39,7 @@ impl Clock for SystemClock {
 #[derive(Debug)]
 pub struct VirtualClock {
     start: Instant,
+    start_utc: chrono::DateTime<chrono::Utc>,
     state: Mutex<VirtualState>,
 }
 
@@ -47,8 +52,14 @@ struct VirtualState {
 impl VirtualClock {
     /// A clock at an arbitrary start instant.
     pub fn new() -> Self {
+        Self::starting_at(chrono::Utc::now())
+    }
+
+    /// A clock whose wall-clock time starts at `start_utc`.
+    pub fn starting_at(start_utc: chrono::DateTime<chrono::Utc>) -> Self {
         VirtualClock {
             start: Instant::now(),
+            start_utc,
             state: Mutex::new(VirtualState::default()),
         }
     }
@@ -83,6 +94,11 @@ impl Default for VirtualClock {
 impl Clock for VirtualClock {
     fn now(&self) -> Instant {
         self.start + self.lock().elapsed
+    }
+
+    fn utc_now(&self) -> chrono::DateTime<chrono::Utc> {
+        let elapsed = chrono::Duration::from_std(self.lock().elapsed).unwrap_or(chrono::Duration::MAX);
+        self.start_utc.checked_add_signed(elapsed).unwrap_or(self.start_utc)
     }
 
     async fn sleep(&self, duration: Duration) {

@@ -103,6 +103,19 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// A request that is not safe to send twice (a create, an etag-guarded update, a `$batch` holding one) was sent,
+    /// and no answer came back (timeout, reset, a gateway's 502/503/504): Dynamics may or may not have carried it out.
+    /// It is not resent; re-read the rows it wrote before deciding again (an etag-guarded update shows whether it
+    /// landed).
+    #[error(
+        "no answer from Dynamics to a write at {url} ({reason}); it may or may not have been carried out, so it was not sent again: re-read the rows before deciding"
+    )]
+    OutcomeUnknown {
+        /// Where (without query or key values).
+        url: String,
+        /// What happened instead of an answer.
+        reason: String,
+    },
     /// The change-tracking token has expired (ExpiredVersionStamp, 0x80044352): a full resync is needed.
     #[error("the change-tracking token has expired (0x80044352); a full resync is needed")]
     DeltaTokenExpired,
@@ -221,6 +234,7 @@ impl Error {
                 | Error::PrivilegeDenied { .. }
                 | Error::Throttled { .. }
                 | Error::Transport { .. }
+                | Error::OutcomeUnknown { .. }
         )
     }
 
@@ -272,11 +286,13 @@ pub(crate) fn from_response(status: u16, body: &[u8]) -> Error {
     if let Some(column) = unknown_column(&message) {
         return Error::UnknownColumn { column };
     }
+    // The code decides before the status: Dataverse answers a duplicate key with 412 on some paths and 400 or 409
+    // on others, and only 0x80060882 (or no code at all) on a 412 is a version mismatch.
     match (status, code_lower.as_str()) {
-        (412, _) => Error::Concurrency,
+        (_, "0x80040237" | "0x80060892" | "0x80040333") => Error::Duplicate { code, message },
+        (412, "" | "0x80060882") => Error::Concurrency,
         (_, "0x80040217" | "0x80060891") | (404, _) => Error::NotFound { code, message },
         (_, "0x80040220") | (403, _) => Error::PrivilegeDenied { code, message },
-        (_, "0x80040237" | "0x80060892" | "0x80040333") => Error::Duplicate { code, message },
         _ => Error::Service { status, code, message },
     }
 }
@@ -287,13 +303,59 @@ fn unknown_column(message: &str) -> Option<String> {
     Some(rest.split('\'').next()?.to_owned())
 }
 
-/// Formats a URL for messages without its query, which can carry member numbers.
+/// The service-protection error codes Dataverse answers with 429: requests, execution time, concurrent requests.
+pub(crate) const THROTTLE_CODES: [&str; 3] = ["0x80072322", "0x80072321", "0x80072326"];
+
+/// Whether an error answer is a service-protection refusal (by status or by code).
+pub(crate) fn is_throttle(status: u16, code: &str) -> bool {
+    status == 429 || THROTTLE_CODES.iter().any(|c| c.eq_ignore_ascii_case(code))
+}
+
+/// Formats a URL for logs and messages without its query (a `$filter` can name member numbers) and without
+/// alternate key values: `contacts(hlf_membernumber='1001')` is shown as `contacts(hlf_membernumber=…)`. Row ids
+/// (GUIDs) are kept: they are what the logs name.
 pub(crate) struct UrlForLog<'a>(pub(crate) &'a url::Url);
 
 impl fmt::Display for UrlForLog<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", self.0.origin().ascii_serialization(), self.0.path())
+        write!(
+            f,
+            "{}{}",
+            self.0.origin().ascii_serialization(),
+            redact_keys(self.0.path())
+        )
     }
+}
+
+/// Replaces every value inside `(...)` that is not a GUID with `…`, keeping the column names of alternate keys.
+pub(crate) fn redact_keys(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(open) = rest.find('(') {
+        out.push_str(&rest[..=open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find(')') else {
+            out.push('…');
+            return out;
+        };
+        let inside = &after[..close];
+        if uuid::Uuid::parse_str(inside).is_ok() || inside.is_empty() {
+            out.push_str(inside);
+        } else {
+            let pairs: Vec<String> = inside
+                .split(',')
+                .map(|pair| match pair.split_once('=') {
+                    Some((column, _)) => format!("{column}=…"),
+                    None => "…".to_owned(),
+                })
+                .collect();
+            out.push_str(&pairs.join(","));
+        }
+        out.push(')');
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -337,6 +399,55 @@ mod tests {
             500,
             r#"{"error":{"code":"","message":"Generic SQL error."}}"#,
             "Dynamics answered 500 (): Generic SQL error.",
+        );
+    }
+
+    #[test]
+    fn the_code_decides_before_the_status() {
+        let duplicate =
+            r#"{"error":{"code":"0x80040237","message":"A record with matching key values already exists."}}"#;
+        for status in [400, 409, 412] {
+            assert!(
+                matches!(from_response(status, duplicate.as_bytes()), Error::Duplicate { .. }),
+                "{status}"
+            );
+        }
+        assert!(matches!(from_response(412, b""), Error::Concurrency));
+        assert!(matches!(
+            from_response(412, br#"{"error":{"code":"0x80060882","message":"x"}}"#),
+            Error::Concurrency
+        ));
+        assert!(matches!(
+            from_response(412, br#"{"error":{"code":"0x80048d19","message":"other"}}"#),
+            Error::Service { status: 412, .. }
+        ));
+    }
+
+    #[test]
+    fn urls_in_logs_keep_ids_and_lose_key_values_and_queries() {
+        let url = |s: &str| url::Url::parse(s).unwrap();
+        let shown = |s: &str| UrlForLog(&url(s)).to_string();
+        assert_eq!(
+            shown("https://x.crm4.dynamics.com/api/data/v9.2/contacts(hlf_membernumber='1001')?$select=a"),
+            "https://x.crm4.dynamics.com/api/data/v9.2/contacts(hlf_membernumber=…)"
+        );
+        assert_eq!(
+            shown(
+                "https://x/api/data/v9.2/contacts(7d3f9a2e-0000-4000-8000-000000000001)?$filter=hlf_membernumber eq '1'"
+            ),
+            "https://x/api/data/v9.2/contacts(7d3f9a2e-0000-4000-8000-000000000001)"
+        );
+        assert_eq!(
+            shown("https://x/api/data/v9.2/accounts(a='1',b='Ola%20Nordmann')/x"),
+            "https://x/api/data/v9.2/accounts(a=…,b=…)/x"
+        );
+        assert_eq!(
+            shown("https://x/api/data/v9.2/contacts('1001'"),
+            "https://x/api/data/v9.2/contacts(…"
+        );
+        assert_eq!(
+            shown("https://x/api/data/v9.2/WhoAmI()"),
+            "https://x/api/data/v9.2/WhoAmI()"
         );
     }
 

@@ -36,7 +36,8 @@ pub enum UpsertMode {
     CreateOrUpdate,
     /// Update an existing row only (`If-Match: *`); a missing row is [`Error::NotFound`].
     UpdateOnly,
-    /// Create a new row only (`If-None-Match: *`); an existing row is [`Error::Concurrency`] (412).
+    /// Create a new row only (`If-None-Match: *`); an existing row is [`Error::Duplicate`] (Dataverse answers 412
+    /// with the duplicate-key code).
     CreateOnly,
 }
 

@@ -236,7 +236,8 @@ pub(crate) fn conditions(health: &OrganisationHealth, settings: &HealthSettings)
     }
     if health.mismatch_count > 0 {
         let shown = health.mismatches.iter().filter(|m| m.shown_wrongly).count();
-        let members: Vec<&str> = health.mismatches.iter().map(|m| m.member.as_str()).collect();
+        // Named by app id: the alert is printed and logged, and member numbers are personal data.
+        let members: Vec<&str> = health.mismatches.iter().map(|m| m.mentor_id.as_str()).collect();
         let more = health.mismatch_count.saturating_sub(members.len() as u64);
         wanted.push(Condition {
             cause: "certification-mismatch",
@@ -247,7 +248,7 @@ pub(crate) fn conditions(health: &OrganisationHealth, settings: &HealthSettings)
             },
             message: format!(
                 "{} mentors have a certification status or public-site flag in Dynamics that differs from the app \
-                 after the last run{}: members {}{}. Each is in the failed-record queue or waits for the next run; \
+                 after the last run{}: mentors {}{}. Each is in the failed-record queue or waits for the next run; \
                  see the dashboard's failed records.",
                 health.mismatch_count,
                 if shown > 0 {

@@ -129,11 +129,14 @@ pub struct DeltaTokenHealth {
 }
 
 /// A mentor whose certification status or public-site flag differs between the app and Dynamics after the last
-/// run that should have aligned them. Identified by member number only.
+/// run that should have aligned them. The alert and every log line name it by its app id; the member number is for
+/// the people who read the health report (the dashboard, `health-check --json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Mismatch {
-    /// The member number (or the app id when the mentor has none).
-    pub member: String,
+    /// The mentor's id in the app.
+    pub mentor_id: String,
+    /// The mentor's member number, if it has one.
+    pub member_number: Option<String>,
     /// The status in the app (`active`, `expired`, `revoked`, `none`).
     pub app_status: String,
     /// The status Dynamics last confirmed, `None` when the mentor is not in Dynamics at all.
@@ -392,11 +395,8 @@ impl HealthMonitor {
                     total += 1;
                     if found.len() < MISMATCH_SAMPLE {
                         found.push(Mismatch {
-                            member: snapshot
-                                .mentor
-                                .member_number
-                                .clone()
-                                .unwrap_or_else(|| format!("app id {}", snapshot.mentor.id)),
+                            mentor_id: snapshot.mentor.id.clone(),
+                            member_number: snapshot.mentor.member_number.clone(),
                             app_status: view.status.to_owned(),
                             dynamics_status: cached.map(|e| e.status.clone()),
                             shown_wrongly: cached.is_some_and(|e| e.show_on_public_site) && !app_visible,

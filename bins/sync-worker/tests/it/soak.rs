@@ -1,6 +1,7 @@
 //! The fault soak: many `sync-worker run` processes against the emulator with random faults (429 storms with
 //! Retry-After, 500/502/503, timeouts, connection resets, token-endpoint failures, 412 races, expired delta tokens,
-//! requests Dynamics carries out but answers too late, lost database connections) and the worker killed with
+//! requests Dynamics carries out but answers too late or never (the connection dropped, a gateway's 504, after the
+//! write was applied), lost database connections) and the worker killed with
 //! SIGKILL at random points, while both sides keep editing and the events of a year happen: member numbers move
 //! between mentors, mentors leave the app, contacts are deleted, re-created, deactivated and reactivated in
 //! Dynamics, and the app edits certifications while a run is going.
@@ -9,6 +10,9 @@
 //! contact, divergence zero, no contact on the public site whose mentor is gone or whose certification expired,
 //! every mentor whose member number an active contact carries linked to it and not failing, no conflict open over
 //! equal values.
+//!
+//! Every run logs at debug level, and no member number, name or e-mail address the soak seeded or wrote may appear in
+//! its output.
 //!
 //! `SOAK_RUNS` (default 60, the CI form; `SOAK_RUNS=300` for the long form) and `SOAK_SEED` (default 2026) choose
 //! the length and the random sequence. SQLite is soaked without an entity filter; with `TEST_DATABASE_URL` set,
@@ -95,6 +99,7 @@ struct Counts {
     races: u32,
     delta_expiries: u32,
     late_answers: u32,
+    after_commit: u32,
     renumbered: u32,
     removed: u32,
     deleted: u32,
@@ -367,6 +372,12 @@ async fn soak(db: &TestDatabase, filtered: bool) {
             faults.race_next_update("contacts", None);
             counts.races += 1;
         }
+        if rng.random_bool(0.15) {
+            // Requests Dynamics carries out whose answers are then lost: dropped, or replaced by a gateway's error.
+            faults.set_after_commit_reset_rate(0.05);
+            faults.set_after_commit_error_rate(504, 0.05).unwrap();
+            counts.after_commit += 1;
+        }
         if rng.random_bool(0.05) {
             faults.expire_delta_tokens();
             counts.delta_expiries += 1;
@@ -398,11 +409,9 @@ async fn soak(db: &TestDatabase, filtered: bool) {
             });
         }
 
-        // Every fifth run logs at debug level, so the secret check below also covers verbose logs.
+        // Every run logs at debug level, so the secret and personal-data checks below cover the most verbose logs.
         let mut env = sim.worker_environment("DYNAMICS");
-        if run % 5 == 0 {
-            env.insert("RUST_LOG".into(), "debug".into());
-        }
+        env.insert("RUST_LOG".into(), "debug".into());
         let edit_during_run = racing.filter(|(i, _, _)| present.contains(i)).map(|(i, delay, seed)| {
             counts.racing_edits += 1;
             let store = store.clone();
@@ -424,6 +433,7 @@ async fn soak(db: &TestDatabase, filtered: bool) {
             Outcome::Killed => counts.killed += 1,
             Outcome::Exited(code, output) => {
                 assert_no_secret(&output, run);
+                assert_no_personal_data(&output, run, &numbers);
                 counts.log_bytes += output.len() as u64;
                 match code {
                     0 => counts.exit_ok += 1,
@@ -447,6 +457,7 @@ async fn soak(db: &TestDatabase, filtered: bool) {
             !output.contains(DEFAULT_CLIENT_SECRET),
             "the secret leaked into the output"
         );
+        assert_no_personal_data(&output, runs(), &numbers);
         assert_eq!(code, 0, "{output}");
     }
 
@@ -457,6 +468,7 @@ async fn soak(db: &TestDatabase, filtered: bool) {
         unreachable!()
     };
     assert_eq!(code, 0, "{output}");
+    assert_no_personal_data(&output, runs(), &numbers);
     assert!(output.contains("linked records compared, 0 differ"), "{output}");
 
     let check_store = Store::connect(&db.url).await.unwrap();
@@ -499,7 +511,11 @@ async fn soak(db: &TestDatabase, filtered: bool) {
             .iter()
             .find(|r| r["hlf_membernumber"] == number.as_str() && active(r))
         else {
-            assert!(link.is_none(), "mentor {i} linked without an active contact: {link:?}");
+            assert!(
+                link.is_none(),
+                "mentor {i} (member {number}) linked without an active contact: {link:?}; the linked row: {:?}",
+                link.and_then(|l| sim.state().row("contacts", l.dynamics_id))
+            );
             continue;
         };
         let id = uuid::Uuid::parse_str(row["contactid"].as_str().unwrap()).unwrap();
@@ -597,10 +613,10 @@ async fn soak(db: &TestDatabase, filtered: bool) {
         "fault soak on {} (seed {seed}): {} runs in {soak_secs:.0} s: {} exited 0, {} exited 1 (run failed), {} killed \
          with SIGKILL; run log: {} sync runs, {} failed, {} interrupted (killed mid-run); edits: {} in the app, {} in \
          Dynamics; faults: {} 429 storms, {} error-rate runs, {} timeouts, {} reset-rate runs, {} token-endpoint \
-         failures, {} 412 races, {} delta-token expiries, {} late answers, {} database cuts; events: {} renumbered, \
+         failures, {} 412 races, {} delta-token expiries, {} late answers, {} after-commit runs, {} database cuts; events: {} renumbered, \
          {} mentors removed, {} contacts deleted, {} re-created, {} deactivated, {} reactivated, {} app edits during a \
-         run; emulator: {} requests, {} throttled, {} faults injected; {} bytes of output and logs (every fifth run at \
-         debug level) with no secret or token. After fault-free runs: 0 lost edits, 0 runs failed for a record, 0 \
+         run; emulator: {} requests, {} throttled, {} faults injected; {} bytes of output and logs (every run at debug \
+         level) with no secret, token or personal data. After fault-free runs: 0 lost edits, 0 runs failed for a record, 0 \
          duplicate contacts, divergence 0, nobody gone or expired on the public site, every mentor with a contact \
          linked and not failing.",
         if filtered {
@@ -625,6 +641,7 @@ async fn soak(db: &TestDatabase, filtered: bool) {
         counts.races,
         counts.delta_expiries,
         counts.late_answers,
+        counts.after_commit,
         proxy.as_ref().map_or(0, |p| p.cuts.load(Ordering::Relaxed)),
         counts.renumbered,
         counts.removed,
@@ -729,6 +746,39 @@ fn assert_no_secret(output: &str, run: u32) {
         "run {run}: the client secret leaked:\n{output}"
     );
     assert!(!output.contains("eyJ"), "run {run}: a bearer token leaked:\n{output}");
+}
+
+/// No member number, name or e-mail address the soak seeded or wrote may appear in a run's output at any level:
+/// logs name app ids, Dynamics ids and record kinds. A member number counts only standing alone (not inside an id
+/// or another number).
+#[track_caller]
+fn assert_no_personal_data(output: &str, run: u32, numbers: &[String]) {
+    let others = (0..OTHER_CONTACTS).map(|i| (700_000 + i).to_string());
+    for number in numbers.iter().cloned().chain(others) {
+        let standing_alone = output.match_indices(number.as_str()).any(|(at, _)| {
+            let before = output[..at].chars().next_back();
+            let after = output[at + number.len()..].chars().next();
+            let part_of_id = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-');
+            !part_of_id(before) && !part_of_id(after)
+        });
+        assert!(
+            !standing_alone,
+            "run {run}: member number {number} in the output:\n{output}"
+        );
+    }
+    for value in [
+        "koordinator@hlf.example",
+        "Navn",
+        "Mentor ",
+        "Reserve",
+        "Igjen",
+        "Medlem",
+    ] {
+        assert!(
+            !output.contains(value),
+            "run {run}: `{value}` (personal data) in the output:\n{output}"
+        );
+    }
 }
 
 fn append(path: &std::path::Path) -> std::fs::File {

@@ -167,9 +167,10 @@ async fn upsert_modes_and_etag_guards_behave_as_documented() {
         writer.upsert(&missing, &body, UpsertMode::UpdateOnly).await,
         Err(Error::NotFound { .. })
     ));
+    // 412 with the duplicate-key code: a duplicate, not a version conflict.
     assert!(matches!(
         writer.upsert(&existing, &body, UpsertMode::CreateOnly).await,
-        Err(Error::Concurrency)
+        Err(Error::Duplicate { .. })
     ));
     let created = writer
         .upsert(&missing, &body, UpsertMode::CreateOrUpdate)

@@ -146,3 +146,100 @@ async fn fault_config_rejects_unknown_statuses() {
     let parsed: FaultConfig = toml::from_str(toml_text).unwrap();
     env.sim.faults().apply(&parsed).unwrap();
 }
+
+/// Changes a contact's phone through the raw HTTP client, so a lost answer is seen as the error it is.
+async fn patch_phone(env: &crate::common::Env, phone: &str) -> Result<reqwest::Response, reqwest::Error> {
+    env.http
+        .patch(env.url("contacts(hlf_membernumber='100001')"))
+        .bearer_auth(&env.token)
+        .header("If-Match", "*")
+        .json(&json!({ "mobilephone": phone }))
+        .send()
+        .await
+}
+
+fn phone(env: &crate::common::Env) -> String {
+    let id = env
+        .sim
+        .state()
+        .find_by_key("contacts", "hlf_membernumber", "100001")
+        .unwrap();
+    env.sim.state().row("contacts", id).unwrap()["mobilephone"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn after_commit_faults_apply_the_write_and_then_lose_its_answer() {
+    let builder = dataverse_sim::Simulator::builder()
+        .transport(dataverse_sim::Transport::Http)
+        .demo_data();
+    let env = crate::common::start_with(builder).await;
+    let faults = env.sim.faults();
+
+    faults.reset_after_commit_next(1);
+    assert!(patch_phone(&env, "+47 400 00 001").await.is_err(), "no answer");
+    assert_eq!(phone(&env), "+47 400 00 001", "but the write was applied");
+
+    faults.fail_after_commit_next(1, 504);
+    let answer = patch_phone(&env, "+47 400 00 002").await.unwrap();
+    assert_eq!(answer.status(), 504);
+    assert_eq!(phone(&env), "+47 400 00 002");
+
+    faults.set_hang_duration(Duration::from_millis(200));
+    faults.answer_late_next(1);
+    let started = std::time::Instant::now();
+    assert!(patch_phone(&env, "+47 400 00 003").await.is_err());
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!(phone(&env), "+47 400 00 003");
+
+    // At a rate, from a fault configuration (the file and `/_sim/faults` format).
+    let config: FaultConfig = toml::from_str("seed = 3\n[after_commit]\nreset_rate = 1.0\n").unwrap();
+    faults.apply(&config).unwrap();
+    assert!(patch_phone(&env, "+47 400 00 004").await.is_err());
+    assert_eq!(phone(&env), "+47 400 00 004");
+    faults.clear();
+    assert_eq!(patch_phone(&env, "+47 400 00 005").await.unwrap().status(), 204);
+}
+
+#[tokio::test]
+async fn the_fault_api_merges_on_post_replaces_on_put_and_clears_on_delete() {
+    let env = start().await;
+    let faults_url = format!("{}/_sim/faults", env.sim.base_url());
+    let send = |method: reqwest::Method, body: serde_json::Value| {
+        let request = env.http.request(method, &faults_url).json(&body);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let drop_phone = json!({ "dropped_columns": ["contact.mobilephone"] });
+    assert_eq!(
+        send(reqwest::Method::POST, json!({ "error_rates": { "503": 1.0 } })).await,
+        204
+    );
+    assert_eq!(send(reqwest::Method::POST, drop_phone.clone()).await, 204);
+    // POST merges: the error rate is still in force after posting something else, and after posting `{}`.
+    assert_eq!(send(reqwest::Method::POST, json!({})).await, 204);
+    assert_eq!(env.get("WhoAmI").await.status, 503);
+
+    // PUT replaces: only what it names stays; the dropped column it does not list comes back.
+    assert_eq!(send(reqwest::Method::PUT, json!({ "latency_ms": 1 })).await, 204);
+    assert_eq!(env.get("WhoAmI").await.status, 200);
+    assert_eq!(env.get("contacts?$select=mobilephone&$top=1").await.status, 200);
+
+    // A dropped column can also be restored on its own, by POST.
+    assert_eq!(send(reqwest::Method::POST, drop_phone).await, 204);
+    assert_eq!(env.get("contacts?$select=mobilephone&$top=1").await.status, 400);
+    let restore = json!({ "restored_columns": ["contact.mobilephone"] });
+    assert_eq!(send(reqwest::Method::POST, restore).await, 204);
+    assert_eq!(env.get("contacts?$select=mobilephone&$top=1").await.status, 200);
+
+    // DELETE clears everything.
+    assert_eq!(
+        send(reqwest::Method::POST, json!({ "error_rates": { "500": 1.0 } })).await,
+        204
+    );
+    assert_eq!(send(reqwest::Method::DELETE, json!({})).await, 204);
+    assert_eq!(env.get("WhoAmI").await.status, 200);
+    // An unknown field is refused, not ignored.
+    assert_eq!(send(reqwest::Method::POST, json!({ "eror_rates": {} })).await, 400);
+}

@@ -11,6 +11,7 @@ mod errors;
 mod metadata;
 mod query;
 mod retry;
+mod safe_writes;
 mod write;
 
 use std::collections::BTreeMap;

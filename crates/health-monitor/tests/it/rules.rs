@@ -243,9 +243,10 @@ async fn certification_mismatch_flags_mentors_dynamics_shows_wrongly_and_resolve
             .health
             .mismatches
             .iter()
-            .map(|m| (m.member.as_str(), m.shown_wrongly))
+            .map(|m| (m.member_number.as_deref().unwrap(), m.shown_wrongly))
             .collect();
         assert_eq!(members, vec![("1002", true), ("1003", false)]);
+        assert_eq!(e.health.mismatches[0].mentor_id, "hlf-1002");
         let alert = f.store.active_alerts("hlf").await.unwrap().remove(0);
         assert_eq!(alert.cause, "certification-mismatch");
         assert_eq!(
@@ -253,8 +254,13 @@ async fn certification_mismatch_flags_mentors_dynamics_shows_wrongly_and_resolve
             Severity::Critical,
             "an expired mentor on the public site is critical"
         );
-        assert!(alert.message.contains("members 1002, 1003"), "{}", alert.message);
-        assert!(!alert.message.contains("Nordmann"), "member numbers only, no names");
+        assert!(
+            alert.message.contains("mentors hlf-1002, hlf-1003"),
+            "{}",
+            alert.message
+        );
+        assert!(!alert.message.contains("Nordmann"), "app ids only, no names");
+        assert!(!alert.message.contains(" 1002"), "no member numbers: {}", alert.message);
 
         // The next run aligns both.
         f.advance_hours(24);

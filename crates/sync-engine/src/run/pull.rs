@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use dynamics_client::{Change, ChangeRead, Filter, Literal, Order, Query, Row};
 use futures::StreamExt;
 use sync_store::{Direction, Link, MentorSnapshot, Watermark};
-use tracing::warn;
+use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::record::Why;
@@ -65,17 +65,22 @@ impl Run<'_> {
             }
             ours && same_columns
         });
+        // A full read (no usable delta link) returns the rows that exist and says nothing of the ones deleted since
+        // the last delta: the links it does not return are checked once it is complete.
+        let mut full_read = delta_link.is_none();
         let mut stream = match delta_link {
             Some(link) => match client.changes_since(link).await.map_err(|e| self.dynamics(e))? {
                 ChangeRead::Changes(stream) => stream,
                 ChangeRead::FullResyncNeeded => {
                     warn!(org = %self.org(), "the change-tracking token expired; reading every contact again (full resync)");
                     self.metrics.full_resyncs += 1;
+                    full_read = true;
                     client.track_changes(&query).map_err(|e| self.dynamics(e))?
                 }
             },
             None => client.track_changes(&query).map_err(|e| self.dynamics(e))?,
         };
+        let mut seen: BTreeSet<Uuid> = BTreeSet::new();
         let answer = filter.map_or(FilterAnswer::Matched, FilterAnswer::Ask);
         while let Some(page) = stream.next().await {
             let page = page.map_err(|e| self.dynamics(e))?;
@@ -83,11 +88,19 @@ impl Run<'_> {
             let mut rows = Vec::new();
             for change in page.changes {
                 match change {
-                    Change::Upsert(row) => rows.push(row),
+                    Change::Upsert(row) => {
+                        if full_read && let Ok(meta) = self.meta(&row) {
+                            seen.insert(meta.id);
+                        }
+                        rows.push(row);
+                    }
                     Change::Deleted(id) => self.pull_deletion(id).await?,
                 }
             }
             self.pull_rows(rows, answer).await?;
+            if full_read && page.delta_link.is_some() {
+                self.linked_but_unseen(&seen).await?;
+            }
             // Writes gather across pages into full batches; the delta link (on the last page) is saved only once
             // every write before it is done.
             if self.pending.len() >= self.sizer.size() || page.delta_link.is_some() {
@@ -202,6 +215,48 @@ impl Run<'_> {
             .store
             .set_watermark(self.org(), direction, table, &mark, self.now)
             .await?)
+    }
+
+    /// After a full read: the linked contacts it did not return were deleted while no delta link could tell (the
+    /// token expired during a long outage, or the link was unusable). Each is checked in bulk, and the ones Dynamics
+    /// no longer has are handled as deletions, before the new delta link is saved.
+    async fn linked_but_unseen(&mut self, seen: &BTreeSet<Uuid>) -> Result<()> {
+        let mut unseen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .svc
+                .store
+                .link_ids_page(self.org(), MENTOR, after.as_deref(), 1000)
+                .await?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            let full = page.len() == 1000;
+            unseen.extend(page.into_iter().filter(|(_, id)| !seen.contains(id)).map(|(_, id)| id));
+            if !full {
+                break;
+            }
+        }
+        if unseen.is_empty() {
+            return Ok(());
+        }
+        let mapping = &self.svc.mapping;
+        let ids: Vec<String> = unseen.iter().map(Uuid::to_string).collect();
+        let query = Query::new(mapping.entity_set()).select(&[mapping.primary_id()]);
+        let present: BTreeSet<Uuid> = self
+            .svc
+            .client
+            .rows_in(&query, mapping.primary_id(), &ids)
+            .await
+            .map_err(|e| self.dynamics(e))?
+            .iter()
+            .filter_map(|row| Some(self.meta(row).ok()?.id))
+            .collect();
+        for id in unseen.into_iter().filter(|id| !present.contains(id)) {
+            info!(org = %self.org(), contact = %id, "a linked contact was deleted in Dynamics while no delta could tell; handling it as a deletion");
+            self.pull_deletion(id).await?;
+        }
+        Ok(())
     }
 
     async fn pull_deletion(&mut self, id: Uuid) -> Result<()> {

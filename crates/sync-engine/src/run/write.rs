@@ -157,11 +157,31 @@ impl Run<'_> {
             self.svc.client.metrics().throttled > throttled_before,
             started.elapsed(),
         );
-        // A batch refused or unreadable as a whole says nothing about its records: the run fails, the intents stay
-        // on record for the next run to check, and no record is blamed (nor any coordinator mailed) for it.
-        let parts = answered.map_err(|e| self.dynamics(e))?;
+        let parts = match answered {
+            Ok(parts) => parts,
+            // Sent, but no answer: Dynamics may have carried out any part of it. The contacts are read again and each
+            // record decided afresh against what Dynamics holds (its saved intent tells whether its write landed). A
+            // second loss in a row ends the run, the intents still on record for the next one.
+            Err(dynamics_client::Error::OutcomeUnknown { .. }) if sent.iter().all(|w| !w.after_412) => {
+                return self.confirm_unknown(sent).await;
+            }
+            // A batch refused or unreadable as a whole says nothing about its records: the run fails, the intents
+            // stay on record for the next run to check, and no record is blamed (nor any coordinator mailed) for it.
+            Err(e) => return Err(self.dynamics(e)),
+        };
         let mut succeeded = Vec::new();
+        // A failure about the run (throttling beyond the retries, for one) ends it once the parts that did succeed
+        // are booked; the records it touched keep their intents for the next run and are never blamed for it.
+        let mut run_failure = None;
         for (write, part) in sent.into_iter().zip(parts) {
+            if part.not_applied() && !write.after_412 {
+                // It did not run (or was undone): sent again with the next batch.
+                self.pending.push(PendingWrite {
+                    after_412: true,
+                    ..write
+                });
+                continue;
+            }
             match writer.written_from_part(&part) {
                 Ok(written) => succeeded.push((write, written)),
                 Err(dynamics_client::Error::Concurrency) if !write.after_412 => self.after_412(write).await?,
@@ -182,12 +202,40 @@ impl Run<'_> {
                     let outcome = self.write_missed_row(write).await;
                     self.isolate(&subject, Direction::Pull, false, outcome).await?;
                 }
-                Err(e) if e.is_run_level() => return Err(self.dynamics(e)),
+                Err(e) if e.is_run_level() => {
+                    run_failure.get_or_insert(e);
+                }
                 Err(e) => self.write_failed(&write, &e.to_string()).await?,
             }
         }
         self.writes_succeeded(succeeded).await?;
         self.report_progress();
+        match run_failure {
+            Some(e) => Err(self.dynamics(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// A batch went unanswered: reads its contacts in bulk and decides each of its writes again against them.
+    async fn confirm_unknown(&mut self, sent: Vec<PendingWrite>) -> Result<()> {
+        warn!(org = %self.org(), writes = sent.len(), "no answer to a batch of writes; reading the contacts again to learn which landed");
+        let mapping = &self.svc.mapping;
+        let ids: Vec<String> = sent.iter().map(|w| w.dynamics_id.to_string()).collect();
+        let query = dynamics_client::Query::new(mapping.entity_set()).select(&self.select());
+        let rows = self
+            .svc
+            .client
+            .rows_in(&query, mapping.primary_id(), &ids)
+            .await
+            .map_err(|e| self.dynamics(e))?;
+        let mut rows: std::collections::BTreeMap<Uuid, Row> = rows
+            .into_iter()
+            .filter_map(|row| Some((self.meta(&row).ok()?.id, row)))
+            .collect();
+        for write in sent {
+            let row = rows.remove(&write.dynamics_id);
+            self.decide_again(write, row).await?;
+        }
         Ok(())
     }
 
@@ -317,6 +365,12 @@ impl Run<'_> {
             Err(e) if e.is_run_level() => return Err(self.dynamics(e)),
             Err(e) => return self.write_failed(&write, &e.to_string()).await,
         };
+        self.decide_again(write, row).await
+    }
+
+    /// Decides a write again against the row as Dynamics holds it now (`None`: deleted). A write decided again that
+    /// fails the same way waits for the next run.
+    async fn decide_again(&mut self, write: PendingWrite, row: Option<Row>) -> Result<()> {
         let Some(row) = row else {
             return self.write_missed_row(write).await;
         };

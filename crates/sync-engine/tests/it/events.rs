@@ -337,6 +337,46 @@ async fn a_deactivated_or_deleted_contact_ends_the_membership_with_a_state_filte
     deactivated_and_deleted("[organisations.filters]\ncontact = \"statecode eq 0\"\n").await;
 }
 
+/// Found by the fault soak: a contact deleted while the worker could not follow the delta (the token expired during a
+/// long outage) is not in the full read that follows, and no delta ever reports it. The full read checks the links
+/// it did not see.
+#[tokio::test]
+async fn a_contact_deleted_while_the_delta_token_expired_is_found_by_the_full_resync() {
+    each(|db| async move {
+        let w = World::with_organisation(
+            &db,
+            DEFAULT_CONFIG,
+            None,
+            "[organisations.filters]\ncontact = \"statecode eq 0\"\n",
+        )
+        .await;
+        let z = w.contact("7411", json!({}));
+        let kept = w.contact("7412", json!({}));
+        w.mentor("hlf", "7411", day(2027, 6, 30)).await;
+        w.mentor("hlf", "7412", day(2027, 6, 30)).await;
+        w.run_ok().await;
+        let (d, k) = (mentor_id("hlf", "7411"), mentor_id("hlf", "7412"));
+        assert!(w.link(&d).await.is_some());
+        // The contact is deleted, and the worker does not run until Dynamics has forgotten its delta token.
+        w.sim.state().delete("contacts", z).unwrap();
+        w.sim.faults().expire_delta_tokens();
+        w.clock.set(at("2026-06-12T00:30:00Z"));
+        let report = w.run_ok().await;
+        assert_eq!(report.metrics.full_resyncs, 1, "{report:?}");
+        assert!(w.link(&d).await.is_none(), "the link to the deleted contact ends");
+        let d_now = w.snapshot(&d).await;
+        assert_eq!(d_now.mentor.dynamics_contact_id, None);
+        assert_eq!(d_now.membership.unwrap().status.as_deref(), Some("ended"));
+        assert!(
+            w.failing().await.iter().any(|f| f.record_key == d),
+            "the mentor waits for a contact"
+        );
+        assert_eq!(w.link(&k).await.unwrap().dynamics_id, kept, "the other link stands");
+        db
+    })
+    .await;
+}
+
 // ----- newest-wins compares the edits of the field -----
 
 #[tokio::test]

@@ -241,9 +241,19 @@ async fn a_run_killed_mid_batch_converges_on_the_next_run() {
             (10..40).contains(&written_before),
             "the kill should land mid-run ({written_before} of 40 written)"
         );
-        // The killed run's SQLite lease outlives it: the restarted worker waits for the lease to lapse.
+        // The killed run's SQLite lease outlives it: the restarted worker waits for the lease to lapse. On
+        // PostgreSQL the lock goes with the killed run's session, which the server ends a moment after the socket
+        // closes: the restarted worker tries again until then.
         w.clock.advance(chrono::Duration::hours(1));
-        let report = w.service.run().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let report = loop {
+            match w.service.run().await {
+                Err(sync_engine::Error::AlreadyRunning { .. }) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => break other.unwrap(),
+            }
+        };
         assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
         for id in &ids {
             assert_eq!(w.row(*id)["hlf_peermentorstatus"], 100000000);
@@ -287,4 +297,127 @@ async fn a_stop_request_ends_the_run_between_pages_and_the_next_run_finishes_the
         db
     })
     .await;
+}
+
+/// What Dynamics does to the run's first batch of writes.
+#[derive(Debug, Clone, Copy)]
+enum Lost {
+    /// Carried out, then the connection dropped.
+    ResetAfterCommit,
+    /// Carried out, then a gateway's 504.
+    GatewayAfterCommit,
+    /// Carried out, the answer held past the client's timeout.
+    LateAnswer,
+    /// The connection dropped before Dynamics carried it out.
+    ResetBefore,
+}
+
+/// Five linked mentors revoked in the app, and the batch that hides them meets `lost`. The run must confirm by
+/// reading the contacts rather than send the batch again, and end with every contact hidden, nothing queued, no
+/// conflict and no write pending; the next run has nothing left to write.
+async fn revocations_meet(db: sync_store::testing::TestDatabase, lost: Lost) -> sync_store::testing::TestDatabase {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let hooked = std::sync::Mutex::new(None);
+    let config = format!("{DEFAULT_CONFIG}request_timeout_seconds = 1\n");
+    let w = World::with_app(&db, &config, None, "", |store| {
+        let app = super::Hooked::new(store);
+        *hooked.lock().unwrap() = Some(app.clone());
+        Arc::new(app)
+    })
+    .await;
+    let app = hooked.lock().unwrap().take().unwrap();
+    let members: Vec<String> = (1..=5).map(|n| format!("33{}0{n}", lost as u8)).collect();
+    let ids: Vec<uuid::Uuid> = members.iter().map(|m| w.contact(m, json!({}))).collect();
+    for member in &members {
+        w.mentor("hlf", member, day(2027, 6, 30)).await;
+    }
+    w.service.run().await.unwrap();
+    for member in &members {
+        super::revoke(&w.store, member, chrono::Utc::now()).await;
+    }
+    let (faults, armed) = (w.sim.faults(), Arc::new(AtomicBool::new(false)));
+    faults.set_hang_duration(Duration::from_secs(3));
+    let flag = armed.clone();
+    // The pull reads the contacts (the last run's writes changed them) and then the mentors they link to; the
+    // request after that is the batch of writes.
+    app.on(
+        "mentors",
+        Box::new(move || {
+            if !flag.swap(true, Ordering::SeqCst) {
+                match lost {
+                    Lost::ResetAfterCommit => faults.reset_after_commit_next(1),
+                    Lost::GatewayAfterCommit => faults.fail_after_commit_next(1, 504),
+                    Lost::LateAnswer => faults.answer_late_next(1),
+                    Lost::ResetBefore => faults.reset_next(1),
+                }
+            }
+            Box::pin(async {})
+        }),
+    );
+    let report = w.service.run().await.unwrap();
+    app.clear();
+    assert_eq!(
+        w.sim.stats().faults_injected,
+        1,
+        "{lost:?}: the fault struck: {report:?}"
+    );
+    assert_eq!(
+        report.status,
+        RunStatus::Succeeded,
+        "{lost:?}: {report:?}: {:?}",
+        w.store.failures("hlf", FailureState::Retrying).await.unwrap()
+    );
+    assert_eq!(
+        report.metrics.retried, 0,
+        "{lost:?}: the unanswered batch was not sent again blindly"
+    );
+    for id in &ids {
+        assert_eq!(w.row(*id)["hlf_showonpublicsite"], false, "{lost:?}: hidden");
+    }
+    for member in &members {
+        let link = w
+            .store
+            .links("hlf", "mentor", &[mentor_id("hlf", member)])
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        assert!(link.pending.is_none(), "{lost:?}: no write left pending");
+        assert!(!link.visible, "{lost:?}");
+    }
+    for state in [FailureState::Retrying, FailureState::Dead] {
+        assert!(
+            w.store.failures("hlf", state).await.unwrap().is_empty(),
+            "{lost:?}: nothing queued"
+        );
+    }
+    assert_eq!(
+        report.metrics.push.conflicts + report.metrics.pull.conflicts,
+        0,
+        "{lost:?}"
+    );
+    let next = w.service.run().await.unwrap();
+    assert_eq!(next.metrics.push.written, 0, "{lost:?}: {next:?}");
+    db
+}
+
+#[tokio::test]
+async fn a_write_batch_carried_out_then_cut_off_is_confirmed_by_reading_not_sent_again() {
+    each(|db| async move { revocations_meet(db, Lost::ResetAfterCommit).await }).await;
+}
+
+#[tokio::test]
+async fn a_write_batch_carried_out_then_answered_by_a_gateway_error_is_confirmed_by_reading() {
+    each(|db| async move { revocations_meet(db, Lost::GatewayAfterCommit).await }).await;
+}
+
+#[tokio::test]
+async fn a_write_batch_answered_after_the_client_gave_up_is_confirmed_by_reading() {
+    each(|db| async move { revocations_meet(db, Lost::LateAnswer).await }).await;
+}
+
+#[tokio::test]
+async fn a_write_batch_lost_before_dynamics_ran_it_is_written_after_the_re_read() {
+    each(|db| async move { revocations_meet(db, Lost::ResetBefore).await }).await;
 }
