@@ -26,18 +26,12 @@ if [[ ! -d "$here/node_modules" ]]; then
   (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+# shellcheck source=../../../scripts/lib/background.sh
+source "$root/scripts/lib/background.sh"
 work="$(mktemp -d)"
 demo_pid=""
 cleanup() {
-  if [[ -n "$demo_pid" ]] && kill -0 "$demo_pid" 2>/dev/null; then
-    kill -TERM "$demo_pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-      kill -0 "$demo_pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$demo_pid" 2>/dev/null || true
-    wait "$demo_pid" 2>/dev/null || true
-  fi
+  stop_background "$demo_pid" TERM
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -47,19 +41,14 @@ db="$work/demo.db"
 "$bin" demo --db "$db" --serve --bind 127.0.0.1:0 >"$work/stdout" 2>"$work/stderr" &
 demo_pid=$!
 
-url=""
-for _ in $(seq 1 1200); do
-  url="$(sed -n 's/^Dashboard: \(http:\/\/127\.0\.0\.1:[0-9]*\/\)$/\1/p' "$work/stdout")"
-  [[ -n "$url" ]] && break
-  if ! kill -0 "$demo_pid" 2>/dev/null; then
-    echo "e2e: the demo exited before serving the dashboard:" >&2
-    cat "$work/stdout" "$work/stderr" >&2
-    exit 1
-  fi
-  sleep 0.1
-done
-if [[ -z "$url" ]]; then
-  echo "e2e: the demo did not print the dashboard URL within 120 s" >&2
+waited=0
+url="$(wait_for_output "$demo_pid" "$work/stdout" 's/^Dashboard: \(http:\/\/127\.0\.0\.1:[0-9]*\/\)$/\1/p' 1200)" ||
+  waited=$?
+case "$waited" in
+  1) echo "e2e: the demo exited before serving the dashboard:" >&2 ;;
+  2) echo "e2e: the demo did not print the dashboard URL within 120 s" >&2 ;;
+esac
+if [[ "$waited" -ne 0 ]]; then
   cat "$work/stdout" "$work/stderr" >&2
   exit 1
 fi
@@ -70,8 +59,7 @@ echo "e2e: demo dashboard at $url" >&2
 status=0
 (
   cd "$here"
-  unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
-  export NO_PROXY='*'
+  only_loopback
   export DASHBOARD_URL="$url" DASHBOARD_CREDENTIAL="$credential" CHROMIUM="$chromium"
   export SCREENSHOT="${SCREENSHOT:-$root/docs/dashboard-overview.png}"
   exec timeout 180 node dashboard.mjs

@@ -103,6 +103,19 @@ fn aad_error(status: StatusCode, error: &str, code: u32, text: &str, now: DateTi
     }
 }
 
+/// Azure AD's answer for a tenant it does not know (AADSTS90002).
+pub(crate) fn unknown_tenant(tenant: &str, now: DateTime<Utc>) -> AadError {
+    aad_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        90002,
+        &format!(
+            "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."
+        ),
+        now,
+    )
+}
+
 fn missing(name: &str, now: DateTime<Utc>) -> AadError {
     aad_error(
         StatusCode::BAD_REQUEST,
@@ -124,7 +137,7 @@ pub(crate) fn wrong_method(method: &http::Method, now: DateTime<Utc>) -> AadErro
     )
 }
 
-fn b64url(bytes: &[u8]) -> String {
+pub(crate) fn b64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
@@ -144,9 +157,11 @@ impl Directory {
         self.apps.iter().any(|a| a.tenant_id.eq_ignore_ascii_case(tenant))
     }
 
-    /// Answers a client-credentials token request. `resources` are the accepted resource URLs (no trailing slash).
+    /// Answers a client-credentials token request. `resources` are the accepted resource URLs (no trailing slash);
+    /// `base` is the emulator's own URL, the issuer's host.
     pub(crate) fn token(
         &mut self,
+        base: &str,
         tenant: &str,
         form: &HashMap<String, String>,
         resources: &[String],
@@ -154,15 +169,7 @@ impl Directory {
         now: DateTime<Utc>,
     ) -> Result<Value, AadError> {
         if !self.knows_tenant(tenant) {
-            return Err(aad_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                90002,
-                &format!(
-                    "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."
-                ),
-                now,
-            ));
+            return Err(unknown_tenant(tenant, now));
         }
         let grant = form.get("grant_type").ok_or_else(|| missing("grant_type", now))?;
         if grant != "client_credentials" {
@@ -249,26 +256,44 @@ impl Directory {
             ));
         }
         let expires_at = now.checked_add_signed(lifetime).unwrap_or(DateTime::<Utc>::MAX_UTC);
-        let header = b64url(br#"{"typ":"JWT","alg":"RS256","kid":"dataverse-sim"}"#);
+        let key = crate::oidc::signing_key();
+        let header = json!({
+            "typ": "JWT",
+            "alg": "RS256",
+            "kid": key.map_or("dataverse-sim", |k| k.kid()),
+        });
+        // An app-only v2.0 access token, with the claims Azure AD puts in one (no `roles`: a Dataverse application
+        // user gets its privileges from security roles inside Dataverse, not from app roles in Azure AD).
+        let mut uti = [0u8; 16];
+        rand::rng().fill(&mut uti[..]);
         let claims = json!({
             "aud": resource,
-            "iss": format!("https://sts.windows.net/{}/", app.tenant_id),
+            "iss": crate::oidc::issuer(base, &app.tenant_id),
             "iat": now.timestamp(),
             "nbf": now.timestamp(),
             "exp": expires_at.timestamp(),
+            "azp": app.client_id,
+            "azpacr": "1",
             "appid": app.client_id,
+            "appidacr": "1",
+            "idtyp": "app",
             "oid": app.user_id.to_string(),
             "sub": app.user_id.to_string(),
             "tid": app.tenant_id,
-            "ver": "1.0",
+            "uti": b64url(&uti),
+            "ver": "2.0",
         });
-        let mut signature = [0u8; 48];
-        rand::rng().fill(&mut signature[..]);
-        let token = format!(
-            "{header}.{}.{}",
-            b64url(claims.to_string().as_bytes()),
-            b64url(&signature)
+        let signed = format!(
+            "{}.{}",
+            b64url(header.to_string().as_bytes()),
+            b64url(claims.to_string().as_bytes())
         );
+        let signature = key.and_then(|k| k.sign(signed.as_bytes())).unwrap_or_else(|| {
+            let mut random = vec![0u8; 256];
+            rand::rng().fill(&mut random[..]);
+            random
+        });
+        let token = format!("{signed}.{}", b64url(&signature));
         self.tokens.insert(
             token.clone(),
             Issued {
@@ -322,6 +347,7 @@ mod tests {
         let issue = |dir: &mut Directory, i: i64| {
             let v = dir
                 .token(
+                    "https://sim",
                     "t",
                     &form,
                     &resources,
@@ -358,8 +384,15 @@ mod tests {
         .collect();
         let near_end = DateTime::<Utc>::MAX_UTC - Duration::days(1);
         assert!(
-            dir.token("t", &form, &["https://x".to_owned()], Duration::days(30), near_end)
-                .is_ok()
+            dir.token(
+                "https://sim",
+                "t",
+                &form,
+                &["https://x".to_owned()],
+                Duration::days(30),
+                near_end,
+            )
+            .is_ok()
         );
     }
 

@@ -17,6 +17,7 @@ mod limits;
 mod metadata;
 mod metadata_api;
 mod odata;
+mod oidc;
 mod server;
 mod store;
 

@@ -305,6 +305,11 @@ impl SimulatorBuilder {
                 "/{tenant}/oauth2/v2.0/token",
                 post(token_handler).fallback(token_wrong_method),
             )
+            .route(
+                "/{tenant}/v2.0/.well-known/openid-configuration",
+                get(openid_configuration_handler),
+            )
+            .route("/{tenant}/discovery/v2.0/keys", get(keys_handler))
             .route("/api/data/v9.2/{*rest}", any(api_handler))
             .route("/_sim/stats", get(stats_handler))
             .route(
@@ -729,7 +734,14 @@ async fn token_handler(
     };
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let now = shared.clock.now();
-    let result = lock(&shared.dir).token(&tenant, &form, &shared.resources, shared.settings.token_lifetime, now);
+    let result = lock(&shared.dir).token(
+        &shared.base,
+        &tenant,
+        &form,
+        &shared.resources,
+        shared.settings.token_lifetime,
+        now,
+    );
     if let Some(action) = late {
         return withhold(&shared, peer, action).await;
     }
@@ -766,6 +778,24 @@ async fn withhold(shared: &Shared, peer: SocketAddr, action: Action) -> Response
 async fn token_wrong_method(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     shared.stats.requests.fetch_add(1, Ordering::Relaxed);
     token_answer(Err(crate::auth::wrong_method(req.method(), shared.clock.now())))
+}
+
+/// `GET /{tenant}/v2.0/.well-known/openid-configuration`: what MSAL reads before its first token request.
+async fn openid_configuration_handler(State(shared): State<Arc<Shared>>, UrlPath(tenant): UrlPath<String>) -> Response {
+    shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+    if !lock(&shared.dir).knows_tenant(&tenant) {
+        return token_answer(Err(crate::auth::unknown_tenant(&tenant, shared.clock.now())));
+    }
+    axum::Json(crate::oidc::configuration(&shared.base, &tenant)).into_response()
+}
+
+/// `GET /{tenant}/discovery/v2.0/keys`: the keys that verify the emulator's access tokens (also under `common`).
+async fn keys_handler(State(shared): State<Arc<Shared>>, UrlPath(tenant): UrlPath<String>) -> Response {
+    shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+    if tenant != "common" && !lock(&shared.dir).knows_tenant(&tenant) {
+        return token_answer(Err(crate::auth::unknown_tenant(&tenant, shared.clock.now())));
+    }
+    axum::Json(crate::oidc::keys(&shared.base, &tenant)).into_response()
 }
 
 /// A token endpoint answer, success or Azure AD error; clients must not cache it.

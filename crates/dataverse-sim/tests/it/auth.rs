@@ -206,3 +206,82 @@ async fn app_registration_debug_redacts_the_secret() {
     let app = AppRegistration::new("t", "c", "super-secret-value");
     assert!(!format!("{app:?}").contains("super-secret-value"));
 }
+
+fn b64(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).unwrap()
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> (u16, Value) {
+    let r = http.get(url).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// What MSAL reads before its first token request, and what a resource server checks a token with: the discovery
+/// document names the token endpoint and the keys, and the issued token verifies against them.
+#[tokio::test]
+async fn the_discovery_document_and_its_keys_verify_the_issued_tokens() {
+    use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
+    let env = start().await;
+    let (base, tenant) = (env.sim.base_url(), dataverse_sim::DEFAULT_TENANT_ID);
+    let (status, doc) = get_json(
+        &env.http,
+        &format!("{base}/{tenant}/v2.0/.well-known/openid-configuration"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["issuer"], format!("{base}/{tenant}/v2.0"));
+    assert_eq!(doc["token_endpoint"], env.sim.token_url());
+    assert_eq!(
+        doc["authorization_endpoint"],
+        format!("{base}/{tenant}/oauth2/v2.0/authorize")
+    );
+    assert_eq!(doc["id_token_signing_alg_values_supported"][0], "RS256");
+    let (status, jwks) = get_json(&env.http, doc["jwks_uri"].as_str().unwrap()).await;
+    assert_eq!(status, 200);
+    let key = &jwks["keys"][0];
+    assert_eq!((key["kty"].as_str(), key["use"].as_str()), (Some("RSA"), Some("sig")));
+
+    let (signed, signature) = env.token.rsplit_once('.').unwrap();
+    let (header, claims) = signed.split_once('.').unwrap();
+    let header: Value = serde_json::from_slice(&b64(header)).unwrap();
+    let claims: Value = serde_json::from_slice(&b64(claims)).unwrap();
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(header["kid"], key["kid"]);
+    let public = RsaPublicKeyComponents {
+        n: b64(key["n"].as_str().unwrap()),
+        e: b64(key["e"].as_str().unwrap()),
+    };
+    public
+        .verify(&RSA_PKCS1_2048_8192_SHA256, signed.as_bytes(), &b64(signature))
+        .expect("the token's signature verifies with the published key");
+    let mut tampered = signed.to_owned();
+    tampered.push('x');
+    assert!(
+        public
+            .verify(&RSA_PKCS1_2048_8192_SHA256, tampered.as_bytes(), &b64(signature))
+            .is_err()
+    );
+    assert_eq!(claims["iss"], doc["issuer"]);
+    assert_eq!(claims["aud"], base);
+    assert_eq!(claims["tid"], tenant);
+    assert_eq!(claims["azp"], dataverse_sim::DEFAULT_CLIENT_ID);
+    assert_eq!(claims["appid"], dataverse_sim::DEFAULT_CLIENT_ID);
+    assert_eq!(
+        (claims["idtyp"].as_str(), claims["ver"].as_str()),
+        (Some("app"), Some("2.0"))
+    );
+    assert!(claims["exp"].as_i64().unwrap() > claims["iat"].as_i64().unwrap());
+    assert!(claims.get("roles").is_none());
+
+    // An unknown tenant gets Azure AD's AADSTS90002, as on the token endpoint.
+    let (status, error) = get_json(
+        &env.http,
+        &format!("{base}/00000000-0000-4000-8000-000000000000/v2.0/.well-known/openid-configuration"),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(error["error_codes"][0], 90002);
+    let (status, common) = get_json(&env.http, &format!("{base}/common/discovery/v2.0/keys")).await;
+    assert_eq!((status, &common["keys"][0]["kid"]), (200, &key["kid"]));
+}
