@@ -98,7 +98,7 @@ fn main() -> ExitCode {
 async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let path = cli.config.clone().ok_or_else(|| {
         Misconfigured(format!(
-            "no configuration file given; pass --config FILE or set {CONFIG_PATH_ENV} (see fixtures/config/example.toml)"
+            "no configuration file given; pass --config FILE or set {CONFIG_PATH_ENV}. The smallest file is `mapping = \"builtin:hlf-default\"` and one `[[organisations]]` table with `id` and `name`; the README's configuration reference lists every key"
         ))
     })?;
     let env: HashMap<String, String> = std::env::vars_os()
@@ -191,15 +191,47 @@ fn human(report: &Report) -> String {
             at(h.cache.as_of),
             if h.cache.stale { " (STALE)" } else { "" }
         );
-        if let Some(days) = h.secret_days_left {
-            let _ = writeln!(out, "  client secret:       expires in {days} days");
+        let refused = matches!(
+            &h.authentication,
+            Authentication::Failed {
+                aadsts: Some(7_000_222),
+                ..
+            }
+        );
+        match (h.secret_days_left, h.secret_expires_on) {
+            // The configured date is only what the configuration says; Azure AD's answer wins.
+            (_, Some(date)) if refused => {
+                let _ = writeln!(
+                    out,
+                    "  client secret:       EXPIRED (Azure AD says so; client_secret_expires_on says {date})"
+                );
+            }
+            (Some(days), Some(date)) if days <= 0 => {
+                let _ = writeln!(out, "  client secret:       expired on {date}");
+            }
+            (Some(days), Some(date)) => {
+                let _ = writeln!(out, "  client secret:       expires on {date}, in {days} days");
+            }
+            _ if refused => {
+                let _ = writeln!(out, "  client secret:       EXPIRED (Azure AD says so)");
+            }
+            _ => {}
         }
-        if h.open_alerts.is_empty() {
-            let _ = writeln!(out, "  open alerts:         none");
-        }
-        for alert in &h.open_alerts {
-            let _ = writeln!(out, "  alert [{:?}] {}: {}", alert.severity, alert.cause, alert.message);
-        }
+        // Each open alert is already a reason above; here only its cause and severity, for acknowledging it.
+        let alerts: Vec<String> = h
+            .open_alerts
+            .iter()
+            .map(|a| format!("{} ({})", a.cause, format!("{:?}", a.severity).to_lowercase()))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  open alerts:         {}",
+            if alerts.is_empty() {
+                "none".to_owned()
+            } else {
+                alerts.join(", ")
+            }
+        );
     }
     let _ = writeln!(out, "overall: {}", label(report.status));
     out

@@ -24,6 +24,17 @@ pub(crate) struct OrgArgs {
     org: Option<String>,
 }
 
+/// Which organisations `plan` covers and what it shows.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PlanArgs {
+    #[command(flatten)]
+    orgs: OrgArgs,
+    /// Show the values each change would write. They are personal data (names, e-mail addresses, phone numbers):
+    /// by default only field names, member numbers and app ids are printed.
+    #[arg(long)]
+    values: bool,
+}
+
 /// What `export-csv` writes, and where.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ExportCsvArgs {
@@ -53,12 +64,7 @@ pub(crate) async fn export_csv(config: &IntegrationConfig, args: &ExportCsvArgs)
         .organisations
         .iter()
         .find(|o| o.id == args.org)
-        .with_context(|| {
-            format!(
-                "no organisation `{}` in the configuration; see `sync-worker config check`",
-                args.org
-            )
-        })?;
+        .ok_or_else(|| crate::UnknownOrganisation(args.org.clone()))?;
     let store = Store::connect(config.store.url.expose_secret())
         .await
         .with_context(|| format!("opening the sync store {}", config.store.redacted_url()))?;
@@ -137,10 +143,7 @@ async fn store_and_services(config: &IntegrationConfig, args: &OrgArgs) -> anyho
         services.push(service);
     }
     if services.is_empty() {
-        anyhow::bail!(
-            "no organisation `{}` in the configuration; see `sync-worker config check`",
-            args.org.as_deref().unwrap_or_default()
-        );
+        return Err(crate::UnknownOrganisation(args.org.clone().unwrap_or_default()).into());
     }
     Ok((store, services))
 }
@@ -182,7 +185,9 @@ pub(crate) async fn run(config: &IntegrationConfig, args: &OrgArgs) -> anyhow::R
         match run_with_progress(service).await {
             Ok(report) => {
                 print!("{}", run_table(&format!("organisation {org}"), &report));
-                failed |= report.status == RunStatus::Failed;
+                // Schema drift held back every write to Dynamics: the run could not do its job (an expired
+                // certification stays on the public site), so the scheduler must see it.
+                failed |= report.status == RunStatus::Failed || !report.drift.is_empty();
             }
             Err(sync_engine::Error::AlreadyRunning { organisation, holder }) => {
                 println!(
@@ -198,12 +203,15 @@ pub(crate) async fn run(config: &IntegrationConfig, args: &OrgArgs) -> anyhow::R
 }
 
 /// Prints every change a run would make, writing nothing.
-pub(crate) async fn plan(config: &IntegrationConfig, args: &OrgArgs) -> anyhow::Result<ExitCode> {
-    for service in services(config, args).await? {
-        let plan = service
+pub(crate) async fn plan(config: &IntegrationConfig, args: &PlanArgs) -> anyhow::Result<ExitCode> {
+    for service in services(config, &args.orgs).await? {
+        let mut plan = service
             .plan()
             .await
             .with_context(|| format!("planning the sync of organisation {}", service.organisation_id()))?;
+        if args.values {
+            plan = plan.with_values();
+        }
         println!("organisation {}: {plan}", service.organisation_id());
     }
     Ok(ExitCode::SUCCESS)
@@ -246,14 +254,19 @@ pub(crate) async fn daemon(config: &IntegrationConfig, args: &OrgArgs) -> anyhow
         .map(|s| s.with_stop(stop.clone()))
         .collect();
     let shutdown = Arc::new(tokio::sync::Notify::new());
+    let running = Arc::new(AtomicBool::new(false));
     {
-        let (stop, shutdown) = (stop.clone(), shutdown.clone());
+        let (stop, shutdown, running) = (stop.clone(), shutdown.clone(), running.clone());
         // Registered before "next run at" is printed: a SIGTERM that follows the line must find the handler in
         // place, or it would kill the process instead of stopping it cleanly.
         let signals = Signals::register();
         tokio::spawn(async move {
             signals.wait().await;
-            tracing::info!("shutdown requested; finishing the current page");
+            if running.load(Ordering::SeqCst) {
+                tracing::info!("shutdown requested; finishing the current page of the run in progress");
+            } else {
+                tracing::info!("shutdown requested; no run in progress, stopping now");
+            }
             stop.store(true, Ordering::SeqCst);
             // One waiter, the loop below; notify_one keeps the wake-up for it if it is not waiting yet.
             shutdown.notify_one();
@@ -264,7 +277,7 @@ pub(crate) async fn daemon(config: &IntegrationConfig, args: &OrgArgs) -> anyhow
         .with_context(|| format!("opening the sync store {}", config.store.redacted_url()))?;
     loop {
         let next = config.schedule.next_after(chrono::Utc::now());
-        println!("next run at {} (UTC)", next.format("%Y-%m-%d %H:%M"));
+        println!("next run at {}", when(&config.schedule, next));
         // Between runs, wake every few minutes to send notifications whose retry is due.
         loop {
             let wait = (next - chrono::Utc::now()).to_std().unwrap_or_default();
@@ -278,7 +291,10 @@ pub(crate) async fn daemon(config: &IntegrationConfig, args: &OrgArgs) -> anyhow
             crate::monitor::deliver(config, &store).await;
         }
         for service in &services {
-            match run_with_progress(service).await {
+            running.store(true, Ordering::SeqCst);
+            let outcome = run_with_progress(service).await;
+            running.store(false, Ordering::SeqCst);
+            match outcome {
                 Ok(report) => print!(
                     "{}",
                     run_table(&format!("organisation {}", service.organisation_id()), &report)
@@ -296,6 +312,19 @@ pub(crate) async fn daemon(config: &IntegrationConfig, args: &OrgArgs) -> anyhow
             }
         }
         crate::monitor::after_runs(config, &organisation_ids(&services)).await;
+    }
+}
+
+/// When the next run is, in the schedule's own time zone with its abbreviation (`2026-12-02 02:00 CET`) and in UTC;
+/// an interval schedule has no zone of its own, so UTC alone.
+fn when(schedule: &integration_config::Schedule, at: chrono::DateTime<chrono::Utc>) -> String {
+    match schedule {
+        integration_config::Schedule::Nightly { time_zone, .. } => format!(
+            "{} ({} UTC)",
+            at.with_timezone(time_zone).format("%Y-%m-%d %H:%M %Z"),
+            at.format("%H:%M")
+        ),
+        integration_config::Schedule::Every(_) => format!("{} UTC", at.format("%Y-%m-%d %H:%M")),
     }
 }
 

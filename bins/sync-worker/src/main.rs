@@ -54,7 +54,7 @@ enum Command {
     /// SIGTERM or Ctrl-C; a signal during a run lets it finish its current page first.
     Daemon(commands::OrgArgs),
     /// Dry run: print every change a sync would make now, writing nothing to either side.
-    Plan(commands::OrgArgs),
+    Plan(commands::PlanArgs),
     /// Compare every linked record with Dynamics and print the divergence (member numbers and fields only).
     Reconcile(commands::OrgArgs),
     /// Serve the admin dashboard on `dashboard.bind` until SIGTERM or Ctrl-C. Needs the admin credential in the
@@ -89,8 +89,9 @@ fn main() -> ExitCode {
         cli.log_format,
         match cli.command {
             Command::Demo(_) => "error",
-            // A server's log is read afterwards: admin actions and startup are worth keeping.
-            Command::Serve => "info",
+            // The jobs' logs are read afterwards: one line as each run starts and ends, admin actions, startup.
+            Command::Run(_) | Command::Daemon(_) | Command::Reconcile(_) | Command::Serve => "info",
+            // The others print a report; their logs say only what went wrong.
             _ => "warn",
         },
     );
@@ -111,6 +112,7 @@ fn main() -> ExitCode {
             );
             if error.downcast_ref::<ConfigError>().is_some()
                 || error.downcast_ref::<NoConfigFile>().is_some()
+                || error.downcast_ref::<UnknownOrganisation>().is_some()
                 || no_credential
             {
                 ExitCode::from(EXIT_MISCONFIGURED)
@@ -158,9 +160,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `--org` names an organisation the configuration does not have (exit 3, as for any configuration problem).
+#[derive(Debug, thiserror::Error)]
+#[error("no organisation `{0}` in the configuration; see `sync-worker config check`")]
+pub(crate) struct UnknownOrganisation(pub(crate) String);
+
 /// No `--config` flag and no `SYNC_CONFIG` variable.
 #[derive(Debug, thiserror::Error)]
-#[error("no configuration file given; pass --config FILE or set {CONFIG_PATH_ENV} (see fixtures/config/example.toml)")]
+#[error(
+    "no configuration file given; pass --config FILE or set {CONFIG_PATH_ENV}. The smallest file is `mapping = \"builtin:hlf-default\"` and one `[[organisations]]` table with `id` and `name`; the README's configuration reference lists every key"
+)]
 struct NoConfigFile;
 
 fn load_config(path: Option<PathBuf>) -> anyhow::Result<IntegrationConfig> {

@@ -181,12 +181,18 @@ pub(crate) fn conditions(health: &OrganisationHealth, settings: &HealthSettings)
         message,
     } = &health.authentication
     {
+        // The code once: the message usually names it already.
+        let code = if message.contains("AADSTS7000222") {
+            ""
+        } else {
+            " (AADSTS7000222, expired)"
+        };
         wanted.push(Condition {
             cause: "auth-expired",
             severity: Severity::Critical,
             message: format!(
-                "Azure AD refuses the client secret because it has expired (AADSTS7000222): {message}. Until a \
-                 new secret is set no sync runs. See the runbook, \"rotating the client secret\"."
+                "Azure AD refuses the client secret{code}: {message}. Until a new secret is set no sync runs. See \
+                 the runbook, \"rotating the client secret\"."
             ),
             stage: None,
         });

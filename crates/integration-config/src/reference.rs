@@ -58,7 +58,11 @@ pub const ENVIRONMENT: &[Setting] = &[
         "none",
         "The dashboard's admin bearer token or basic-auth password (the variable name is set by `dashboard.credential_env`).",
     ),
-    s("RUST_LOG", "info", "Log filter, e.g. `info,dynamics_client=debug`."),
+    s(
+        "RUST_LOG",
+        "`info` for `run`, `daemon`, `reconcile` and `serve`; `warn` for `plan`, `export-csv` and `config` (their report is the output); `error` for `demo`",
+        "Log filter, e.g. `info,dynamics_client=debug`.",
+    ),
 ];
 
 /// The keys of the configuration file.
@@ -273,7 +277,7 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "store.url",
         "sqlite://sync-worker.db",
-        "The sync-state database: `sqlite://PATH` or `postgres://USER@HOST/DB` (`SYNC_DATABASE_URL` overrides).",
+        "The sync-state database: `sqlite://PATH` (a relative PATH is relative to this file, like every path in it) or `postgres://USER@HOST/DB` (`SYNC_DATABASE_URL` overrides).",
     ),
     s(
         "health.freshness_hours",

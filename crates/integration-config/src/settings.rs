@@ -66,6 +66,8 @@ pub struct OrganisationConfig {
     /// Extra root certificates (PEM) to trust for Azure AD and Dynamics, e.g. a TLS-inspecting proxy's or the
     /// local emulator's; empty when the system's roots suffice.
     pub extra_root_certificates: Vec<Vec<u8>>,
+    /// The file those certificates came from (`ca_certificate_file`, made absolute), for `config check`.
+    pub ca_certificate_file: Option<String>,
 }
 
 /// Everything needed to obtain a token for, and call, one Dynamics instance.

@@ -45,6 +45,13 @@ impl Display for Summary<'_> {
             writeln!(f, "organisation {} ({})", org.id, org.name)?;
             writeln!(f, "  instance               {}", creds.instance_url)?;
             writeln!(f, "  authority              {}", creds.authority_host)?;
+            match &org.ca_certificate_file {
+                Some(file) => writeln!(
+                    f,
+                    "  extra CA certificate   {file} (trusted for Azure AD and Dynamics, beside the system's)"
+                )?,
+                None => writeln!(f, "  extra CA certificate   none (the system's roots)")?,
+            }
             writeln!(f, "  tenant                 {}  ({p}_TENANT_ID)", creds.tenant_id)?;
             writeln!(f, "  client id              {}  ({p}_CLIENT_ID)", creds.client_id)?;
             writeln!(f, "  client secret          set  ({p}_CLIENT_SECRET)")?;

@@ -224,10 +224,15 @@ impl<'a> Validator<'a> {
                     }
                 }
             }
+            let ca_certificate_file = org.ca_certificate_file.as_deref().map(|file| {
+                let path = self.base_dir.join(file);
+                std::path::absolute(&path).unwrap_or(path).display().to_string()
+            });
             let extra_root_certificates = match org.ca_certificate_file.as_deref() {
                 None => Vec::new(),
                 Some(file) => {
                     let path = self.base_dir.join(file);
+                    let path = std::path::absolute(&path).unwrap_or(path);
                     match std::fs::read(&path) {
                         Ok(pem) if String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") => vec![pem],
                         Ok(_) => {
@@ -263,6 +268,7 @@ impl<'a> Validator<'a> {
                     filters: org.filters,
                     client_secret_expires_on,
                     extra_root_certificates,
+                    ca_certificate_file,
                 });
             }
         }
@@ -384,7 +390,7 @@ impl<'a> Validator<'a> {
             (Some(HLF_DEFAULT_MAPPING.to_owned()), source.to_owned())
         } else {
             let path = self.base_dir.join(source);
-            let shown = path.display().to_string();
+            let shown = std::path::absolute(&path).unwrap_or(path.clone()).display().to_string();
             match std::fs::read_to_string(&path) {
                 Ok(text) => (Some(text), shown),
                 Err(e) => {
@@ -753,8 +759,13 @@ impl<'a> Validator<'a> {
     fn store(&mut self, raw: RawStore) -> StoreSettings {
         let (url, key) = match self.env.get(DATABASE_URL_ENV).filter(|v| !v.is_empty()) {
             Some(url) => (url, DATABASE_URL_ENV),
+            // Like every path in the file, a relative SQLite path is relative to the configuration file, not to
+            // the directory the worker happens to be started from.
             None => (
-                raw.url.unwrap_or_else(|| "sqlite://sync-worker.db".to_owned()),
+                sqlite_beside(
+                    &raw.url.unwrap_or_else(|| "sqlite://sync-worker.db".to_owned()),
+                    self.base_dir,
+                ),
                 "store.url",
             ),
         };
@@ -959,6 +970,27 @@ fn check_filter(filter: &str) -> Result<(), String> {
     }
 }
 
+/// A `sqlite:` URL whose relative path is made absolute against `base_dir` (the configuration file's directory);
+/// any other URL, an absolute path and `:memory:` are kept as they are.
+pub(crate) fn sqlite_beside(url: &str, base_dir: &Path) -> String {
+    let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
+        return url.to_owned();
+    };
+    let (path, query) = match rest.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (rest, None),
+    };
+    if path.is_empty() || path.starts_with('/') || path.starts_with(':') {
+        return url.to_owned();
+    }
+    let joined = base_dir.join(path);
+    let absolute = std::path::absolute(&joined).unwrap_or(joined);
+    match query {
+        Some(query) => format!("sqlite://{}?{query}", absolute.display()),
+        None => format!("sqlite://{}", absolute.display()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1039,6 +1071,30 @@ mod tests {
         check_filter_case("(statecode eq 0", false);
         check_filter_case("lastname eq 'open", false);
         check_filter_case("  ", false);
+    }
+
+    #[test]
+    fn relative_sqlite_paths_are_relative_to_the_configuration_file() {
+        let base = Path::new("/etc/hlf-sync");
+        assert_eq!(
+            sqlite_beside("sqlite://sync-worker.db", base),
+            "sqlite:///etc/hlf-sync/sync-worker.db"
+        );
+        assert_eq!(
+            sqlite_beside("sqlite:state/sync.db?mode=rwc", base),
+            "sqlite:///etc/hlf-sync/state/sync.db?mode=rwc"
+        );
+        assert_eq!(
+            sqlite_beside("sqlite:///var/lib/sync.db", base),
+            "sqlite:///var/lib/sync.db"
+        );
+        assert_eq!(sqlite_beside("sqlite::memory:", base), "sqlite::memory:");
+        assert_eq!(sqlite_beside("postgres://u@h/db", base), "postgres://u@h/db");
+        let relative = sqlite_beside("sqlite://x.db", Path::new("conf"));
+        assert!(
+            relative.starts_with("sqlite:///") && relative.ends_with("/conf/x.db"),
+            "{relative}"
+        );
     }
 
     #[test]

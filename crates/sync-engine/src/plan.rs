@@ -35,14 +35,25 @@ pub enum PlanItem {
     },
 }
 
-/// Every change a run would make.
+/// Every change a run would make. Displayed, it names field names and ids only, unless [`Plan::with_values`] asks
+/// for the values too (they are personal data: names, e-mail addresses, phone numbers).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Plan {
     /// The changes, in the order the run would make them.
     pub items: Vec<PlanItem>,
+    /// Schema drift that holds back every write to Dynamics (a run would write nothing there until it is fixed).
+    pub drift: Vec<String>,
+    /// Whether the display shows the values written.
+    pub show_values: bool,
 }
 
 impl Plan {
+    /// The same plan, displayed with the values each change writes.
+    pub fn with_values(mut self) -> Self {
+        self.show_values = true;
+        self
+    }
+
     /// How many Dynamics contacts would be written.
     pub fn dynamics_writes(&self) -> usize {
         self.items
@@ -75,24 +86,54 @@ pub(crate) fn show(value: &AppValue) -> String {
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.items.is_empty() {
-            return f.write_str("nothing to do: both sides agree");
+        if !self.drift.is_empty() {
+            writeln!(
+                f,
+                "writes to Dynamics are held back by schema drift until the mapping or the table is fixed: {}",
+                self.drift.join("; ")
+            )?;
         }
+        if self.items.is_empty() {
+            return f.write_str(if self.drift.is_empty() {
+                "nothing to do: both sides agree"
+            } else {
+                "nothing else to do"
+            });
+        }
+        let held = if self.drift.is_empty() {
+            ""
+        } else {
+            " (held back while the schema drifts)"
+        };
         writeln!(
             f,
-            "{} Dynamics contact(s) and {} app record(s) would be written:",
+            "{} Dynamics contact(s){held} and {} app record(s) would be written:",
             self.dynamics_writes(),
             self.app_writes()
         )?;
+        let changes = |changes: &[(String, String)]| -> String {
+            let list: Vec<String> = changes
+                .iter()
+                .map(|(k, v)| {
+                    if self.show_values {
+                        format!("{k} = {v}")
+                    } else {
+                        k.clone()
+                    }
+                })
+                .collect();
+            list.join(", ")
+        };
         for item in &self.items {
             match item {
-                PlanItem::WriteDynamics { member_number, changes } => {
-                    let list: Vec<String> = changes.iter().map(|(k, v)| format!("{k} = {v}")).collect();
-                    writeln!(f, "  Dynamics contact {member_number}: {}", list.join(", "))?;
+                PlanItem::WriteDynamics {
+                    member_number,
+                    changes: c,
+                } => {
+                    writeln!(f, "  Dynamics contact of member {member_number}: {}", changes(c))?;
                 }
-                PlanItem::WriteApp { mentor_id, changes } => {
-                    let list: Vec<String> = changes.iter().map(|(k, v)| format!("{k} = {v}")).collect();
-                    writeln!(f, "  app mentor {mentor_id}: {}", list.join(", "))?;
+                PlanItem::WriteApp { mentor_id, changes: c } => {
+                    writeln!(f, "  app mentor {mentor_id}: {}", changes(c))?;
                 }
                 PlanItem::Conflict { mentor_id, field } => {
                     writeln!(f, "  conflict on mentor {mentor_id}, field {field}: held for an admin")?;

@@ -64,7 +64,7 @@ const REGIONS: [&str; 4] = ["oslo", "vest", "midt", "nord"];
 impl Store {
     /// Seeds the demo's app-side data.
     pub async fn seed_demo(&self, spec: &DemoSpec) -> Result<DemoSummary> {
-        self.upsert_organisation(&spec.organisation_id, "Landsforeningen for hjerte- og lungesyke (demo)")
+        self.upsert_organisation(&spec.organisation_id, "Hørselshemmedes Landsforbund (demo)")
             .await?;
         self.upsert_organisation(&spec.other_organisation_id, "En annen organisasjon (demo)")
             .await?;

@@ -203,6 +203,15 @@ async fn an_expired_secret_is_unhealthy_exit_2_naming_the_fix_without_the_secret
     assert!(printed.contains("AADSTS7000222"), "{printed}");
     assert!(printed.contains("DYNAMICS_CLIENT_SECRET"), "{printed}");
     assert!(!printed.contains(DEFAULT_CLIENT_SECRET), "{printed}");
+    // Said once: no line repeats the code, no alert is printed twice, and no "expires in N days" beside it.
+    for line in printed.lines() {
+        assert!(line.matches("AADSTS7000222").count() <= 1, "{line}");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for line in printed.lines().filter(|l| l.contains("AADSTS7000222")) {
+        assert!(seen.insert(line.trim()), "printed twice: {line}");
+    }
+    assert!(!printed.contains("expires in"), "{printed}");
 
     let output = setup.check(&["--json"]).await;
     assert_eq!(output.status.code(), Some(2));

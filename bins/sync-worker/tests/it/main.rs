@@ -109,11 +109,12 @@ async fn run_syncs_each_organisation_and_plan_then_has_nothing_to_do() {
     std::fs::write(dir.path().join("ca.pem"), sim.ca_certificate_pem().unwrap()).unwrap();
     let db = format!("sqlite://{}", dir.path().join("sync.db").display());
     let config = dir.path().join("sync.toml");
+    // Relative paths, as an operator writes them: relative to the configuration file, wherever the worker starts.
     std::fs::write(
         &config,
         format!(
-            "mapping = \"builtin:hlf-default\"\n[store]\nurl = \"{db}\"\n[[organisations]]\nid = \"hlf\"\nname = \"HLF\"\n\
-             authority_host = \"{}\"\nca_certificate_file = \"ca.pem\"\n",
+            "mapping = \"builtin:hlf-default\"\n[store]\nurl = \"sqlite://sync.db\"\n[[organisations]]\nid = \"hlf\"\n\
+             name = \"HLF\"\nauthority_host = \"{}\"\nca_certificate_file = \"ca.pem\"\n",
             sim.authority_url()
         ),
     )
@@ -161,6 +162,8 @@ async fn run_syncs_each_organisation_and_plan_then_has_nothing_to_do() {
                 .args(args)
                 .envs(env)
                 .env_remove("RUST_LOG")
+                // Started from elsewhere: the relative paths still resolve beside the configuration file.
+                .current_dir(std::env::temp_dir())
                 .output()
                 .unwrap()
         })
@@ -173,6 +176,8 @@ async fn run_syncs_each_organisation_and_plan_then_has_nothing_to_do() {
     assert!(output.status.success(), "{printed}");
     assert!(printed.contains("organisation hlf: succeeded"), "{printed}");
     assert!(printed.contains("health of organisation hlf: healthy"), "{printed}");
+    // RUST_LOG unset: a run logs at INFO, one line as it starts and one as it ends.
+    assert!(printed.contains("sync run started"), "{printed}");
     assert_eq!(
         sim.state().row("contacts", contact).unwrap()["hlf_showonpublicsite"],
         true
@@ -183,6 +188,31 @@ async fn run_syncs_each_organisation_and_plan_then_has_nothing_to_do() {
         .await
         .unwrap();
     assert!(text(&output).contains("nothing to do"), "{}", text(&output));
+    let output = invoke(vec!["--config".into(), config.clone(), "config".into(), "check".into()])
+        .await
+        .unwrap();
+    let ca = dir.path().join("ca.pem");
+    assert!(
+        text(&output).contains(&format!("extra CA certificate   {}", ca.display())),
+        "{}",
+        text(&output)
+    );
+    // An organisation the configuration does not have is a configuration problem (3), for every command.
+    for command in ["run", "plan", "reconcile", "export-csv"] {
+        let mut args = vec![
+            "--config".into(),
+            config.clone(),
+            command.into(),
+            "--org".into(),
+            "nope".into(),
+        ];
+        if command == "export-csv" {
+            args.extend(["--out".into(), dir.path().join("out").display().to_string()]);
+        }
+        let output = invoke(args).await.unwrap();
+        assert_eq!(output.status.code(), Some(3), "{command}: {}", text(&output));
+        assert!(text(&output).contains("no organisation `nope`"), "{}", text(&output));
+    }
     let output = invoke(vec![
         "--config".into(),
         config,

@@ -102,6 +102,7 @@ async fn expired_secret_raises_auth_expired_and_a_working_run_resolves_it() {
         assert_eq!(f.open_causes().await, vec!["auth-expired"]);
         let alert = &f.store.active_alerts("hlf").await.unwrap()[0];
         assert!(alert.message.contains("AADSTS7000222") && alert.message.contains("rotating the client secret"));
+        assert_eq!(alert.message.matches("AADSTS7000222").count(), 1, "{}", alert.message);
 
         // Another code is not an expired secret.
         f.advance_hours(1);

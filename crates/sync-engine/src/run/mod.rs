@@ -251,7 +251,11 @@ impl<'s> Run<'s> {
     }
 
     pub(crate) fn into_plan(self) -> Plan {
-        Plan { items: self.plan }
+        Plan {
+            items: self.plan,
+            drift: self.drift,
+            show_values: false,
+        }
     }
 
     // ----- the run -----

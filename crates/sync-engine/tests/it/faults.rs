@@ -136,6 +136,14 @@ async fn schema_drift_stops_writes_raises_an_alert_and_still_pulls() {
             .state()
             .update("contacts", id, json!({ "firstname": "Pulled" }))
             .unwrap();
+        // A dry run says that writes are held back; it does not claim both sides agree.
+        let plan = w.service.plan().await.unwrap();
+        assert!(plan.drift.iter().any(|d| d.contains("hlf_showonpublicsite")), "{plan}");
+        let shown = plan.to_string();
+        assert!(
+            shown.contains("held back by schema drift") && !shown.contains("both sides agree"),
+            "{shown}"
+        );
         let report = w.service.run().await.unwrap();
         assert_eq!(report.status, RunStatus::Partial, "{report:?}");
         assert_eq!(report.metrics.push.written, 0);

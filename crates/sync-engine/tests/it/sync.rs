@@ -217,6 +217,11 @@ async fn plan_lists_every_change_and_writes_nothing() {
         assert_eq!(plan.dynamics_writes(), 1, "{plan}");
         assert_eq!(plan.app_writes(), 1, "{plan}");
         assert!(plan.items.iter().any(|i| matches!(i, PlanItem::WriteApp { changes, .. } if changes.contains(&("given_name".to_owned(), "Per".to_owned())))));
+        // Printed, it names fields, member numbers and app ids; the values (personal data) only on request.
+        let shown = plan.to_string();
+        assert!(shown.contains("given_name") && !shown.contains("Per"), "{shown}");
+        assert!(shown.contains("Dynamics contact of member 6001"), "{shown}");
+        assert!(plan.clone().with_values().to_string().contains("given_name = Per"));
         assert_eq!(w.row(id), before, "nothing written to Dynamics");
         let snapshot = w.store.mentors("hlf", &[mentor_id("hlf", "6001")]).await.unwrap().remove(0);
         assert_eq!(snapshot.mentor.given_name.as_deref(), Some("Kari"), "nothing written to the app");
