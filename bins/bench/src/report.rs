@@ -13,8 +13,8 @@ pub(crate) const PAGE_ROWS: u64 = 5_000;
 pub(crate) const BATCH_OPERATIONS: u64 = 1_000;
 /// Metadata requests every run makes before it reads or writes: the table definition (its change-tracking flag),
 /// its attributes, and the option sets of the two kinds of choice column the mapping uses (picklist and yes/no).
-/// They are the schema-drift guard (DESIGN.md section 5: nothing is written to a table that no longer matches the
-/// mapping) and they prove the token works, so no WhoAmI is spent. The token request goes to Azure AD, not to
+/// They are the schema-drift guard (nothing is written to a table that no longer matches the mapping; see
+/// docs/ARCHITECTURE.md) and they prove the token works, so no WhoAmI is spent. The token request goes to Azure AD, not to
 /// Dynamics, and is not counted.
 pub(crate) const METADATA_REQUESTS: u64 = 4;
 

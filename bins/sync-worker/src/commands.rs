@@ -87,23 +87,32 @@ pub(crate) async fn export_csv(config: &IntegrationConfig, args: &ExportCsvArgs)
         .with_context(|| format!("exporting organisation {}", organisation.id))?;
     store.close().await;
     for (file, path) in export.files.iter().zip(&paths) {
-        println!("wrote {} ({} mentors)", path.display(), file.rows);
+        println!("wrote {} ({})", path.display(), count(file.rows, "mentor"));
     }
     println!(
-        "{} mentors to import; {} already as Dynamics last confirmed them",
-        export.rows(),
+        "{} to import; {} already as Dynamics last confirmed them",
+        count(export.rows(), "mentor"),
         export.mentors_unchanged
     );
     if let (Some(errors), Some(path)) = (&export.errors_file, paths.last()) {
         let mentors: std::collections::BTreeSet<&str> = export.problems.iter().map(|p| p.mentor_id.as_str()).collect();
         println!(
-            "wrote {} ({} problems): {} mentors cannot be imported; fix them in the app and export again",
+            "wrote {} ({}): {} cannot be imported; fix them in the app and export again",
             path.display(),
-            errors.rows,
-            mentors.len()
+            count(errors.rows, "problem"),
+            count(mentors.len(), "mentor")
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `1 mentor`, `2 mentors`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// One service per selected organisation, sharing one store.

@@ -144,7 +144,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let config = load_config(cli.config)?;
             println!("{}", config.summary());
-            println!("\nconfiguration OK");
+            let n = &config.notifications;
+            if n.email.is_none() && n.webhook.is_none() {
+                // Valid, but nobody hears of a certification that cannot be written or of an alert.
+                println!(
+                    "\nconfiguration OK, with a warning: no notification channel is configured, so coordinators are \
+                     not e-mailed when a certification cannot be written to Dynamics and alerts go nowhere but the \
+                     dashboard and health-check; notifications wait until [notifications.email] or \
+                     [notifications.webhook] is set"
+                );
+            } else {
+                println!("\nconfiguration OK");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => commands::run(&load_config(cli.config)?, &args).await,

@@ -8,8 +8,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use field_mapping::{AppRecord, AppValue, FieldSpec, Owner, RecordMapping};
 use integration_config::OrganisationConfig;
-use sync_engine::{Clock, SYNC_STAMP, app_record, local_today};
-use sync_store::{AppStore, Link, MentorSnapshot, Store};
+use sync_engine::{Clock, NO_CONTACT_REASON, SYNC_STAMP, app_record, local_today};
+use sync_store::{AppStore, Direction, FailureState, Link, MentorSnapshot, Store};
 use tracing::{info, warn};
 
 use crate::csv::{SplitWriter, encode_line, looks_like_formula};
@@ -220,6 +220,19 @@ impl CsvExporter {
         let mut problems = Vec::new();
         let mut considered = 0;
         let mut unchanged = 0;
+        // Mentors the sync looked up in Dynamics and found no contact for: an import would create a stray contact.
+        let mut no_contact = std::collections::BTreeSet::new();
+        for state in [FailureState::Retrying, FailureState::Dead] {
+            no_contact.extend(
+                self.store
+                    .failures(org, state)
+                    .await?
+                    .into_iter()
+                    .filter(|f| f.record_kind == MENTOR && f.direction == Direction::Push)
+                    .filter(|f| f.error.starts_with(NO_CONTACT_REASON))
+                    .map(|f| f.record_key),
+            );
+        }
         let mut after: Option<String> = None;
         loop {
             let page = self.app.all_mentors(org, after.as_deref(), PAGE).await?;
@@ -236,6 +249,18 @@ impl CsvExporter {
             for snapshot in &page {
                 considered += 1;
                 let link = links.get(&snapshot.mentor.id);
+                if link.is_none() && no_contact.contains(&snapshot.mentor.id) {
+                    problems.push(RowProblem {
+                        mentor_id: snapshot.mentor.id.clone(),
+                        member_number: snapshot.mentor.member_number.clone(),
+                        field: self.columns[0].field.clone(),
+                        reason: "the sync found no contact in Dynamics with this member number, so an import would \
+                                 create a new contact; register the member in Dynamics (then the sync links it) or \
+                                 correct the member number in the app"
+                            .to_owned(),
+                    });
+                    continue;
+                }
                 let record = app_record(&self.mapping, snapshot, today, link.map(|l| &l.shadow));
                 if kind == ExportKind::Delta && link.is_some_and(|l| self.agrees(&record, &l.shadow)) {
                     unchanged += 1;

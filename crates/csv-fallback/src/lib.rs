@@ -1,4 +1,4 @@
-//! The fallbacks for when the Dynamics API path is down (DESIGN.md section 8).
+//! The fallbacks for when the Dynamics API path is down (docs/csv-fallback.md).
 //!
 //! [`CsvExporter`] writes the mentors' app-owned fields (certification status, expiry, public-site flag) of one
 //! organisation as CSV files for the Dynamics Import Data wizard: the alternate key column first, so an import

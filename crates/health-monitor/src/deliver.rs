@@ -99,6 +99,9 @@ impl std::fmt::Debug for Deliverer {
     }
 }
 
+/// Whether this process has already warned that notifications wait for an unconfigured channel.
+static WARNED_NO_CHANNEL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 impl Deliverer {
     /// A deliverer with the channels in `settings`. Fails when the SMTP settings cannot make a transport (the
     /// message says which setting).
@@ -130,7 +133,8 @@ impl Deliverer {
         })
     }
 
-    /// Sends every notification that is due now, oldest first, in rounds of 100 until none is left.
+    /// Sends every notification that is due now, oldest first, in rounds of 100 until none is left. Notifications
+    /// whose channel is not configured stay pending; the process says so once, at WARN.
     pub async fn deliver_due(&self) -> Result<DeliveryReport> {
         let mut report = DeliveryReport::default();
         let mut seen = std::collections::HashSet::new();
@@ -139,6 +143,15 @@ impl Deliverer {
             let due = self.store.due_notifications(now, ROUND).await?;
             let fresh: Vec<Notification> = due.into_iter().filter(|n| seen.insert(n.id.clone())).collect();
             if fresh.is_empty() {
+                if report.no_channel > 0 && !WARNED_NO_CHANNEL.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    // Once per process: a daemon delivers every few minutes, and the cause does not change until
+                    // the configuration does (which needs a restart).
+                    warn!(
+                        waiting = report.no_channel,
+                        "notifications wait because their channel is not configured; configure [notifications] \
+                         (e-mail or webhook) and restart, and they are sent"
+                    );
+                }
                 return Ok(report);
             }
             for notification in fresh {
@@ -157,7 +170,7 @@ impl Deliverer {
         if !configured {
             // Left pending, not counted as an attempt: it goes out once the channel is configured.
             report.no_channel += 1;
-            warn!(
+            tracing::debug!(
                 notification = %notification.id,
                 channel = %notification.channel,
                 "notification waits: its channel is not configured (see [notifications] in the configuration)"

@@ -28,7 +28,8 @@ pub use notify::Message;
 pub use plan::{Plan, PlanItem};
 pub use reconcile::{Difference, ReconcileReport};
 pub use record::{
-    CertificationView, KNOWN_FIELDS, SYNC_STAMP, app_record, certification_view, changed_at, local_today,
+    CertificationView, KNOWN_FIELDS, NO_CONTACT_REASON, SYNC_STAMP, app_record, certification_view, changed_at,
+    local_today,
 };
 pub use service::{
     CertificationStatus, NOTE_AADSTS, NOTE_BATCH_SIZE, NOTE_PULL_COMPLETED, Progress, ProgressObserver, RunReport,

@@ -28,6 +28,11 @@ pub const KNOWN_FIELDS: [&str; 13] = [
 /// The field stamped with the time of each write to Dynamics. It never causes a write by itself.
 pub const SYNC_STAMP: &str = "app_synced_on";
 
+/// How a failed record's reason starts when the sync looked the mentor up by member number in Dynamics and found no
+/// contact (with or without the organisation's contact filter). The CSV export keeps such mentors out of its import
+/// files: importing them would create a new contact.
+pub const NO_CONTACT_REASON: &str = "no contact in Dynamics";
+
 /// Fields whose failure to sync notifies the mentor's coordinator.
 pub(crate) const CERTIFICATION_FIELDS: [&str; 3] =
     ["certification_status", "certification_expiry", "show_on_public_site"];

@@ -356,8 +356,8 @@ async fn export_csv_writes_the_import_files_and_the_errors_file() {
     .unwrap();
     let printed = text(&output);
     assert!(output.status.success(), "{printed}");
-    assert!(printed.contains("1 mentors to import"), "{printed}");
-    assert!(printed.contains("1 mentors cannot be imported"), "{printed}");
+    assert!(printed.contains("1 mentor to import"), "{printed}");
+    assert!(printed.contains("1 mentor cannot be imported"), "{printed}");
     let mut files: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

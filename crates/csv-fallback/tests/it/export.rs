@@ -262,6 +262,40 @@ async fn delta_holds_only_what_dynamics_has_not_confirmed_through_the_api() {
     .await;
 }
 
+/// A mentor the sync looked up and found no contact for stays out of every import file (importing would create a
+/// stray contact) and is named in the errors file, so the delta can become empty when switching back.
+#[tokio::test]
+async fn a_mentor_dynamics_has_no_contact_for_goes_to_the_errors_file_not_the_import() {
+    each(|store| async move {
+        let linked = mentor(&store, "hlf", "a-linked", Some("1001"), Some(day(2026, 12, 31)), false).await;
+        link_as_synced(&store, &linked, "1001", "2026-06-01T00:30:00Z").await;
+        let stray = mentor(&store, "hlf", "b-stray", Some("999999"), Some(day(2026, 12, 31)), false).await;
+        store
+            .record_failure(
+                "hlf",
+                "mentor",
+                &stray,
+                sync_store::Direction::Push,
+                "no contact in Dynamics has the mentor's member number; check the member number in the app or register the member in Dynamics",
+                5,
+                at("2026-06-01T00:30:00Z"),
+            )
+            .await
+            .unwrap();
+        let exporter = exporter(&store, clock(), None);
+        for kind in [ExportKind::Full, ExportKind::Delta] {
+            let export = exporter.build(kind).await.unwrap();
+            assert!(!all_rows(&export).contains("999999"), "{kind:?}: {}", all_rows(&export));
+            assert_eq!(export.problems.len(), 1, "{kind:?}");
+            assert_eq!(export.problems[0].mentor_id, stray);
+            assert!(export.problems[0].reason.contains("would create a new contact"));
+        }
+        let delta = exporter.build(ExportKind::Delta).await.unwrap();
+        assert_eq!(delta.rows(), 0, "switching back: nothing left to import");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn the_same_state_and_clock_give_the_same_bytes() {
     each(|store| async move {

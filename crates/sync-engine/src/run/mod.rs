@@ -545,8 +545,12 @@ impl<'s> Run<'s> {
             )
             .await?;
         if notify && let Some(coordinator) = &subject.coordinator {
-            let message =
-                notify::certification_failed(self.svc.organisation.language, subject.member_number.as_deref(), reason);
+            let message = notify::certification_failed(
+                self.svc.organisation.language,
+                subject.member_number.as_deref(),
+                &subject.app_id,
+                reason,
+            );
             let key = format!(
                 "certification-sync-failed:{}:{}:{}",
                 self.org(),

@@ -499,6 +499,7 @@ impl Run<'_> {
             let message = notify::conflict(
                 self.svc.organisation.language,
                 snapshot.mentor.member_number.as_deref(),
+                &snapshot.mentor.id,
                 &held.field,
             );
             self.enqueue(format!("conflict:{id}"), coordinator, message).await?;
