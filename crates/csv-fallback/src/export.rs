@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use field_mapping::{AppRecord, AppValue, FieldSpec, Owner, RecordMapping};
-use integration_config::OrganisationConfig;
+use integration_config::{Language, OrganisationConfig};
 use sync_engine::{Clock, NO_CONTACT_REASON, SYNC_STAMP, app_record, local_today};
 use sync_store::{AppStore, Direction, FailureState, Link, MentorSnapshot, Store};
 use tracing::{info, warn};
@@ -93,6 +93,7 @@ pub struct Export {
 pub struct CsvExporter {
     organisation_id: String,
     time_zone: Tz,
+    language: Language,
     mapping: RecordMapping,
     columns: Vec<FieldSpec>,
     app: Arc<dyn AppStore>,
@@ -197,6 +198,7 @@ impl CsvExporter {
         Ok(CsvExporter {
             organisation_id: organisation.id.clone(),
             time_zone: organisation.time_zone,
+            language: organisation.language,
             mapping,
             columns,
             app,
@@ -295,7 +297,7 @@ impl CsvExporter {
                 rows,
             })
             .collect();
-        let errors_file = (!problems.is_empty()).then(|| errors_file(&stem, &problems));
+        let errors_file = (!problems.is_empty()).then(|| errors_file(&stem, &problems, self.language));
         let export = Export {
             kind,
             organisation_id: org.clone(),
@@ -371,19 +373,63 @@ impl CsvExporter {
     }
 }
 
+/// The problems HLF's staff meet in the errors file, in bokmål: a phrase of the reason, and its translation, in the
+/// words of the people who import the files (no "alternate key", no "Dataverse"). A reason not listed is given as
+/// the technical English text, marked as such.
+const NORWEGIAN_PROBLEMS: [(&str, &str); 5] = [
+    (
+        "characters long; column",
+        "verdien i Felt-kolonnen er lengre enn Dynamics tillater; kort den ned i appen og eksporter på nytt",
+    ),
+    (
+        "the record has no value for field",
+        "likepersonen mangler en verdi i appen for feltet i Felt-kolonnen; fyll den inn i appen og eksporter på nytt",
+    ),
+    (
+        "contains a character Dataverse forbids in keys",
+        "medlemsnummeret er tomt eller inneholder et tegn Dynamics ikke godtar (/ < > * % & : \\ ? +); rett det i \
+         appen og eksporter på nytt",
+    ),
+    (
+        "starts with a character a spreadsheet reads as a formula",
+        "medlemsnummeret begynner med et tegn et regneark leser som en formel (= + - @), så importen ville ikke \
+         finne kontakten; rett medlemsnummeret i appen",
+    ),
+    (
+        "the sync found no contact in Dynamics with this member number",
+        "synkroniseringen fant ingen kontakt i Dynamics med dette medlemsnummeret, så en import ville opprettet en ny \
+         kontakt; registrer medlemmet i Dynamics (da kobler synkroniseringen det) eller rett medlemsnummeret i appen",
+    ),
+];
+
+/// A problem's reason in the export's language.
+fn problem_in(language: Language, reason: &str) -> String {
+    match language {
+        Language::English => reason.to_owned(),
+        Language::Norwegian => NORWEGIAN_PROBLEMS
+            .iter()
+            .find(|(english, _)| reason.contains(english))
+            .map_or_else(
+                || format!("(teknisk melding, på engelsk) {reason}"),
+                |(_, norwegian)| (*norwegian).to_owned(),
+            ),
+    }
+}
+
 /// The errors file: one line per problem, with the mentor's id and member number, the field and the reason.
-fn errors_file(stem: &str, problems: &[RowProblem]) -> CsvFile {
-    let mut text = format!(
-        "{}{}",
-        crate::csv::BYTE_ORDER_MARK,
-        encode_line(&["Mentor id", "Member number", "Field", "Problem"])
-    );
+fn errors_file(stem: &str, problems: &[RowProblem], language: Language) -> CsvFile {
+    let headers = match language {
+        Language::Norwegian => ["Likeperson-id", "Medlemsnummer", "Felt", "Problem"],
+        Language::English => ["Mentor id", "Member number", "Field", "Problem"],
+    };
+    let mut text = format!("{}{}", crate::csv::BYTE_ORDER_MARK, encode_line(&headers));
     for p in problems {
+        let reason = problem_in(language, &p.reason);
         text.push_str(&encode_line(&[
             p.mentor_id.as_str(),
             p.member_number.as_deref().unwrap_or(""),
             p.field.as_str(),
-            p.reason.as_str(),
+            reason.as_str(),
         ]));
     }
     CsvFile {

@@ -135,13 +135,13 @@ async fn mentors_that_cannot_be_imported_are_listed_in_the_errors_file_with_the_
         let errors = export.errors_file.as_ref().unwrap();
         assert_eq!(errors.name, "hlf-mentors-full-20260601T003000Z-errors.csv");
         expect![[r#"
-            Mentor id,Member number,Field,Problem
-            hlf-b-missing,,member_number,the record has no value for field `member_number`
-            hlf-c-slash,12/34,member_number,alternate key `member_number` contains a character Dataverse forbids in keys (one of / < > * % & : \ ? +) or is empty
-            hlf-d-plus,1+2,member_number,alternate key `member_number` contains a character Dataverse forbids in keys (one of / < > * % & : \ ? +) or is empty
-            hlf-e-long,123456789012345678901,member_number,field `member_number` is 21 characters long; column `hlf_membernumber` takes at most 20
-            hlf-f-formula,'-1005,member_number,"`member_number` starts with a character a spreadsheet reads as a formula (= + - @), so the import could not match it; correct the member number in the app"
-            hlf-g-blank,"   ",member_number,alternate key `member_number` contains a character Dataverse forbids in keys (one of / < > * % & : \ ? +) or is empty
+            Likeperson-id,Medlemsnummer,Felt,Problem
+            hlf-b-missing,,member_number,likepersonen mangler en verdi i appen for feltet i Felt-kolonnen; fyll den inn i appen og eksporter på nytt
+            hlf-c-slash,12/34,member_number,medlemsnummeret er tomt eller inneholder et tegn Dynamics ikke godtar (/ < > * % & : \ ? +); rett det i appen og eksporter på nytt
+            hlf-d-plus,1+2,member_number,medlemsnummeret er tomt eller inneholder et tegn Dynamics ikke godtar (/ < > * % & : \ ? +); rett det i appen og eksporter på nytt
+            hlf-e-long,123456789012345678901,member_number,verdien i Felt-kolonnen er lengre enn Dynamics tillater; kort den ned i appen og eksporter på nytt
+            hlf-f-formula,'-1005,member_number,"medlemsnummeret begynner med et tegn et regneark leser som en formel (= + - @), så importen ville ikke finne kontakten; rett medlemsnummeret i appen"
+            hlf-g-blank,"   ",member_number,medlemsnummeret er tomt eller inneholder et tegn Dynamics ikke godtar (/ < > * % & : \ ? +); rett det i appen og eksporter på nytt
         "#]]
         .assert_eq(&text(&errors.contents));
         // The files on disk are the ones built, the errors file beside the import file.
