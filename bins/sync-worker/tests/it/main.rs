@@ -378,9 +378,18 @@ async fn export_csv_writes_the_import_files_and_the_errors_file() {
     );
     let errors = std::fs::read_to_string(out.join(&files[1])).unwrap();
     // In the organisation's language (bokmål by default), without jargon.
-    assert!(errors.starts_with("\u{feff}Likeperson-id,Medlemsnummer,Felt,Problem\r\n"), "{errors}");
-    assert!(errors.contains("m2,10/02,member_number,medlemsnummeret er tomt eller inneholder et tegn"), "{errors}");
-    assert!(!errors.contains("alternate key") && !errors.contains("Dataverse"), "{errors}");
+    assert!(
+        errors.starts_with("\u{feff}Likeperson-id,Medlemsnummer,Felt,Problem\r\n"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("m2,10/02,member_number,medlemsnummeret er tomt eller inneholder et tegn"),
+        "{errors}"
+    );
+    assert!(
+        !errors.contains("alternate key") && !errors.contains("Dataverse"),
+        "{errors}"
+    );
     for text in [&printed, &import, &errors] {
         assert!(!text.contains(secret), "the secret must never be written");
     }
