@@ -51,19 +51,8 @@ impl Run<'_> {
         if items.is_empty() {
             return Ok(());
         }
-        let mapping = &self.svc.mapping;
-        let ids: Vec<String> = items.iter().map(|(_, l)| l.dynamics_id.to_string()).collect();
-        let query = Query::new(mapping.entity_set()).select(&self.select());
-        let rows = self
-            .svc
-            .client
-            .rows_in(&query, mapping.primary_id(), &ids)
-            .await
-            .map_err(|e| self.dynamics(e))?;
-        let rows: BTreeMap<Uuid, Row> = rows
-            .into_iter()
-            .filter_map(|row| Some((self.meta(&row).ok()?.id, row)))
-            .collect();
+        let ids: Vec<Uuid> = items.iter().map(|(_, l)| l.dynamics_id).collect();
+        let rows = self.rows_by_id(&ids, &self.select()).await?;
         // With an entity filter, Dynamics says which of them still match it.
         let matching = match self.filter() {
             Some(filter) => {
@@ -85,6 +74,23 @@ impl Run<'_> {
             self.isolate(&subject, Direction::Push, false, outcome).await?;
         }
         Ok(())
+    }
+
+    /// The contacts with these ids that still exist, read in bulk (a few GETs in one `$batch`), by id.
+    pub(super) async fn rows_by_id<S: AsRef<str>>(&self, ids: &[Uuid], select: &[S]) -> Result<BTreeMap<Uuid, Row>> {
+        let mapping = &self.svc.mapping;
+        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        let query = Query::new(mapping.entity_set()).select(select);
+        let rows = self
+            .svc
+            .client
+            .rows_in(&query, mapping.primary_id(), &ids)
+            .await
+            .map_err(|e| self.dynamics(e))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| Some((self.meta(&row).ok()?.id, row)))
+            .collect())
     }
 
     async fn look_up_all(&mut self, items: Vec<MentorSnapshot>) -> Result<()> {

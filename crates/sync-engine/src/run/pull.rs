@@ -240,19 +240,9 @@ impl Run<'_> {
         if unseen.is_empty() {
             return Ok(());
         }
-        let mapping = &self.svc.mapping;
-        let ids: Vec<String> = unseen.iter().map(Uuid::to_string).collect();
-        let query = Query::new(mapping.entity_set()).select(&[mapping.primary_id()]);
-        let present: BTreeSet<Uuid> = self
-            .svc
-            .client
-            .rows_in(&query, mapping.primary_id(), &ids)
-            .await
-            .map_err(|e| self.dynamics(e))?
-            .iter()
-            .filter_map(|row| Some(self.meta(row).ok()?.id))
-            .collect();
-        for id in unseen.into_iter().filter(|id| !present.contains(id)) {
+        let primary_id = self.svc.mapping.primary_id().to_owned();
+        let present = self.rows_by_id(&unseen, &[primary_id]).await?;
+        for id in unseen.into_iter().filter(|id| !present.contains_key(id)) {
             info!(org = %self.org(), contact = %id, "a linked contact was deleted in Dynamics while no delta could tell; handling it as a deletion");
             self.pull_deletion(id).await?;
         }

@@ -219,19 +219,8 @@ impl Run<'_> {
     /// A batch went unanswered: reads its contacts in bulk and decides each of its writes again against them.
     async fn confirm_unknown(&mut self, sent: Vec<PendingWrite>) -> Result<()> {
         warn!(org = %self.org(), writes = sent.len(), "no answer to a batch of writes; reading the contacts again to learn which landed");
-        let mapping = &self.svc.mapping;
-        let ids: Vec<String> = sent.iter().map(|w| w.dynamics_id.to_string()).collect();
-        let query = dynamics_client::Query::new(mapping.entity_set()).select(&self.select());
-        let rows = self
-            .svc
-            .client
-            .rows_in(&query, mapping.primary_id(), &ids)
-            .await
-            .map_err(|e| self.dynamics(e))?;
-        let mut rows: std::collections::BTreeMap<Uuid, Row> = rows
-            .into_iter()
-            .filter_map(|row| Some((self.meta(&row).ok()?.id, row)))
-            .collect();
+        let ids: Vec<Uuid> = sent.iter().map(|w| w.dynamics_id).collect();
+        let mut rows = self.rows_by_id(&ids, &self.select()).await?;
         for write in sent {
             let row = rows.remove(&write.dynamics_id);
             self.decide_again(write, row).await?;
