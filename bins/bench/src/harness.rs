@@ -242,7 +242,7 @@ impl Harness {
         let creds = &self.organisation.credentials;
         let form = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("client_id", &creds.client_id)
-            .append_pair("client_secret", creds.client_secret.expose_secret())
+            .append_pair("client_secret", creds.client_secret.loaded().expose_secret())
             .append_pair("grant_type", "client_credentials")
             .append_pair("scope", &format!("{}/.default", self.instance))
             .finish();

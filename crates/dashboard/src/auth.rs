@@ -6,7 +6,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use integration_config::{DashboardAuth, ExposeSecret};
+use integration_config::{DashboardAuth, ExposeSecret, SecretSource};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -20,6 +20,9 @@ const REALM: &str = "Basic realm=\"HLF integration dashboard\", charset=\"UTF-8\
 pub(crate) struct Credential {
     kind: Kind,
     secret: [u8; 32],
+    /// When the token or password comes from a file, the file is read again for each request, so the credential
+    /// can be rotated under a running `serve`.
+    file: Option<SecretSource>,
 }
 
 enum Kind {
@@ -46,13 +49,30 @@ impl Credential {
         match auth {
             DashboardAuth::Bearer(token) => Credential {
                 kind: Kind::Bearer,
-                secret: digest(token.expose_secret().as_bytes()),
+                secret: digest(token.loaded().expose_secret().as_bytes()),
+                file: token.path().is_some().then(|| token.clone()),
             },
             DashboardAuth::Basic { username, password } => Credential {
                 kind: Kind::Basic {
                     username: digest(username.as_bytes()),
                 },
-                secret: digest(password.expose_secret().as_bytes()),
+                secret: digest(password.loaded().expose_secret().as_bytes()),
+                file: password.path().is_some().then(|| password.clone()),
+            },
+        }
+    }
+
+    /// The digest of the credential as it is now. A file that cannot be read refuses every request (and says why in
+    /// the log) rather than falling back to a value that may have been revoked.
+    fn expected(&self) -> Option<[u8; 32]> {
+        match &self.file {
+            None => Some(self.secret),
+            Some(source) => match source.current() {
+                Ok(secret) => Some(digest(secret.expose_secret().as_bytes())),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the dashboard credential's file cannot be read; requests are refused");
+                    None
+                }
             },
         }
     }
@@ -62,9 +82,10 @@ impl Credential {
         let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
         let (scheme, rest) = value.trim().split_once(' ')?;
         let rest = rest.trim();
+        let expected = self.expected()?;
         if scheme.eq_ignore_ascii_case("bearer") {
             return match self.kind {
-                Kind::Bearer if equal(&digest(rest.as_bytes()), &self.secret) => Some(Admin {
+                Kind::Bearer if equal(&digest(rest.as_bytes()), &expected) => Some(Admin {
                     name: "admin (bearer token)".to_owned(),
                 }),
                 _ => None,
@@ -76,7 +97,7 @@ impl Credential {
         let decoded = decode_base64(rest)?;
         let text = String::from_utf8(decoded).ok()?;
         let (user, password) = text.split_once(':')?;
-        let password_ok = equal(&digest(password.as_bytes()), &self.secret);
+        let password_ok = equal(&digest(password.as_bytes()), &expected);
         let user_ok = match &self.kind {
             // With a bearer token, a browser's prompt sends any user name and the token as the password.
             Kind::Bearer => true,
@@ -136,7 +157,6 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use integration_config::SecretString;
 
     use super::*;
 
@@ -166,7 +186,7 @@ mod tests {
 
     #[test]
     fn bearer_mode_takes_the_token_or_basic_with_the_token_as_password() {
-        let credential = Credential::new(&DashboardAuth::Bearer(SecretString::from("tok-123")));
+        let credential = Credential::new(&DashboardAuth::Bearer(SecretSource::value("tok-123")));
         check(&credential, "Bearer tok-123", Some("admin (bearer token)"));
         check(&credential, "bearer   tok-123", Some("admin (bearer token)"));
         check(&credential, "Bearer tok-1234", None);
@@ -181,11 +201,27 @@ mod tests {
     fn basic_mode_needs_the_user_name_and_password_and_refuses_a_bearer_token() {
         let credential = Credential::new(&DashboardAuth::Basic {
             username: "kari".into(),
-            password: SecretString::from("tok-123"),
+            password: SecretSource::value("tok-123"),
         });
         check(&credential, "Basic a2FyaTp0b2stMTIz", Some("kari"));
         // "ola:tok-123"
         check(&credential, "Basic b2xhOnRvay0xMjM=", None);
         check(&credential, "Bearer tok-123", None);
+    }
+
+    #[test]
+    fn a_credential_from_a_file_is_rotated_without_a_restart_and_refuses_all_when_unreadable() {
+        let dir = std::env::temp_dir().join(format!("dashboard-credential-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        std::fs::write(&path, "tok-123\n").unwrap();
+        let credential = Credential::new(&DashboardAuth::Bearer(SecretSource::file(&path).unwrap()));
+        check(&credential, "Bearer tok-123", Some("admin (bearer token)"));
+        std::fs::write(&path, "tok-456\n").unwrap();
+        check(&credential, "Bearer tok-123", None);
+        check(&credential, "Bearer tok-456", Some("admin (bearer token)"));
+        std::fs::remove_file(&path).unwrap();
+        check(&credential, "Bearer tok-456", None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -11,7 +11,7 @@ use azure_core::credentials::{Secret, TokenCredential};
 use azure_core::http::{ClientOptions, ExponentialRetryOptions, HttpClient, RetryOptions, Transport};
 use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
 use chrono::{DateTime, Utc};
-use integration_config::{ExposeSecret, OrganisationConfig, SecretString};
+use integration_config::{ExposeSecret, OrganisationConfig, SecretSource, SecretString};
 use url::Url;
 
 use crate::error::{AuthError, find_aadsts};
@@ -92,12 +92,13 @@ impl TokenSource for StaticTokenSource {
 pub struct AzureAdTokenSource {
     tenant_id: String,
     client_id: String,
-    secret: SecretString,
+    secret: SecretSource,
     scope: String,
     authority: Url,
     prefix: String,
     transport: Option<Arc<dyn HttpClient>>,
-    credential: Mutex<Option<Arc<ClientSecretCredential>>>,
+    /// The credential, with the secret it was built with: a secret rotated in its file gets a new credential.
+    credential: Mutex<Option<(SecretString, Arc<ClientSecretCredential>)>>,
 }
 
 impl AzureAdTokenSource {
@@ -128,10 +129,20 @@ impl AzureAdTokenSource {
         }
     }
 
+    /// The credential for the secret as it is now. A secret from a file is read again here, at each token request,
+    /// so a Kubernetes Secret or systemd credential rotated under a running process is used from the next request
+    /// on (tokens the old secret obtained stay valid until they expire).
     fn credential(&self) -> Result<Arc<ClientSecretCredential>, AuthError> {
+        let secret = self.secret.current()?;
         let mut slot = self.credential.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(credential) = slot.as_ref() {
-            return Ok(credential.clone());
+        if let Some((built_with, credential)) = slot.as_ref() {
+            if built_with.expose_secret() == secret.expose_secret() {
+                return Ok(credential.clone());
+            }
+            tracing::info!(
+                prefix = %self.prefix,
+                "the client secret's file changed; the next token is requested with the new secret"
+            );
         }
         let mut cloud = CustomConfiguration::default();
         cloud.authority_host = self.authority.as_str().trim_end_matches('/').to_owned();
@@ -148,11 +159,11 @@ impl AzureAdTokenSource {
         let credential = ClientSecretCredential::new(
             &self.tenant_id,
             self.client_id.clone(),
-            Secret::new(self.secret.expose_secret().to_owned()),
+            Secret::new(secret.expose_secret().to_owned()),
             Some(ClientSecretCredentialOptions { client_options }),
         )
         .map_err(|e| self.classify(&e))?;
-        *slot = Some(credential.clone());
+        *slot = Some((secret, credential.clone()));
         Ok(credential)
     }
 

@@ -172,6 +172,9 @@ pub enum AuthError {
         /// Azure AD's description, first line only.
         message: String,
     },
+    /// The client secret's file (`<PREFIX>_CLIENT_SECRET_FILE`) could not be read when a token was needed.
+    #[error("{0}")]
+    SecretFile(#[from] integration_config::SecretFileError),
     /// Azure AD could not be reached or answered something unreadable.
     #[error("cannot obtain a token from Azure AD at {authority}: {message}")]
     Unavailable {
@@ -191,7 +194,7 @@ impl AuthError {
             AuthError::UnknownApplication { .. } => Some(700_016),
             AuthError::UnknownTenant { .. } => Some(90_002),
             AuthError::Rejected { code, .. } => *code,
-            AuthError::Unavailable { .. } => None,
+            AuthError::Unavailable { .. } | AuthError::SecretFile(_) => None,
         }
     }
 

@@ -63,6 +63,7 @@ pub struct DeliveryReport {
 struct EmailChannel {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
+    settings: EmailSettings,
 }
 
 #[derive(Clone)]
@@ -239,7 +240,16 @@ impl Deliverer {
             .header(ContentType::TEXT_PLAIN)
             .body(notification.body.clone())
             .map_err(|e| Failure::Permanent(format!("cannot build the email: {e}")))?;
-        match channel.transport.send(message).await {
+        // A password from a file is read again for each email, so a rotated one is used without a restart.
+        let rotated = match &channel.settings.login {
+            Some((user, password)) if password.path().is_some() => {
+                let password = password.current().map_err(|e| Failure::Transient(e.to_string()))?;
+                let login = Credentials::new(user.clone(), password.expose_secret().to_owned());
+                Some(smtp_transport(&channel.settings, Some(login)).map_err(|e| Failure::Transient(e.to_string()))?)
+            }
+            _ => None,
+        };
+        match rotated.as_ref().unwrap_or(&channel.transport).send(message).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_permanent() => Err(Failure::Permanent(format!("the SMTP server refused the email: {e}"))),
             Err(e) => Err(Failure::Transient(format!("SMTP delivery failed: {e}"))),
@@ -264,6 +274,8 @@ impl Deliverer {
             .header("content-type", "application/json")
             .header("idempotency-key", &notification.id);
         if let Some(secret) = &channel.settings.secret {
+            // Read again for each notification when it comes from a file, so a rotated secret signs the next one.
+            let secret = secret.current().map_err(|e| Failure::Transient(e.to_string()))?;
             request = request.header("x-hlf-signature", sign(secret.expose_secret().as_bytes(), &body));
         }
         // Errors drop the URL: a webhook URL may carry a token in its query.
@@ -287,14 +299,27 @@ impl Deliverer {
 }
 
 fn email_channel(settings: &EmailSettings) -> Result<EmailChannel> {
+    let from: Mailbox = settings.from.parse().map_err(|_| Error::Channel {
+        channel: "email",
+        reason: "`notifications.email.from` is not a valid email address".to_owned(),
+    })?;
+    let login = settings
+        .login
+        .as_ref()
+        .map(|(user, password)| Credentials::new(user.clone(), password.loaded().expose_secret().to_owned()));
+    Ok(EmailChannel {
+        transport: smtp_transport(settings, login)?,
+        from,
+        settings: settings.clone(),
+    })
+}
+
+/// The SMTP transport for `settings`, logging in with `login` when given.
+fn smtp_transport(settings: &EmailSettings, login: Option<Credentials>) -> Result<AsyncSmtpTransport<Tokio1Executor>> {
     let invalid = |reason: String| Error::Channel {
         channel: "email",
         reason,
     };
-    let from: Mailbox = settings
-        .from
-        .parse()
-        .map_err(|_| invalid("`notifications.email.from` is not a valid email address".to_owned()))?;
     let host = settings.smtp_host.as_str();
     let builder = match settings.tls {
         SmtpTls::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)
@@ -305,13 +330,10 @@ fn email_channel(settings: &EmailSettings) -> Result<EmailChannel> {
         SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
     };
     let mut builder = builder.port(settings.smtp_port).timeout(Some(Duration::from_secs(30)));
-    if let Some((user, password)) = &settings.login {
-        builder = builder.credentials(Credentials::new(user.clone(), password.expose_secret().to_owned()));
+    if let Some(login) = login {
+        builder = builder.credentials(login);
     }
-    Ok(EmailChannel {
-        transport: builder.build(),
-        from,
-    })
+    Ok(builder.build())
 }
 
 /// `sha256=<hex HMAC of the body>`, the way common webhook receivers check a shared secret.

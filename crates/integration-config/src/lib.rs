@@ -1,8 +1,10 @@
 //! IntegrationConfigService: turns the environment and a TOML file into validated settings for every other crate.
 //!
 //! Credentials come only from environment variables (`DYNAMICS_TENANT_ID`, `DYNAMICS_CLIENT_ID`,
-//! `DYNAMICS_CLIENT_SECRET`, `DYNAMICS_INSTANCE_URL`, or another prefix per organisation); everything else comes from
-//! the file. Loading reports every problem at once, each naming the variable or key and what to do. Secrets are held
+//! `DYNAMICS_CLIENT_SECRET`, `DYNAMICS_INSTANCE_URL`, or another prefix per organisation), or from the files their
+//! `_FILE` forms name (`DYNAMICS_CLIENT_SECRET_FILE=/run/secrets/client-secret`); everything else comes from the
+//! file. A secret from a file is read again each time it is used ([`SecretSource::current`]), so it can be rotated
+//! under a running process. Loading reports every problem at once, each naming the variable or key and what to do. Secrets are held
 //! in [`secrecy::SecretString`], whose `Debug` prints a placeholder, so no setting can leak one by being printed.
 //!
 //! This crate does not read the process environment itself: the binaries pass it in through [`Environment`], which
@@ -12,6 +14,7 @@ mod error;
 mod raw;
 mod reference;
 mod schedule;
+mod secret;
 mod settings;
 mod summary;
 mod validate;
@@ -24,9 +27,10 @@ pub use error::ConfigError;
 pub use field_mapping::{ConflictStrategy, Problem};
 pub use reference::{ENVIRONMENT, SETTINGS, Setting, reference_markdown};
 pub use secrecy::{ExposeSecret, SecretString};
+pub use secret::{SecretFileError, SecretSource};
 pub use settings::*;
 pub use summary::Summary;
-pub use validate::{BUILTIN_MAPPING, DATABASE_URL_ENV, DEFAULT_AUTHORITY_HOST, DEFAULT_CREDENTIAL_PREFIX};
+pub use validate::{BUILTIN_MAPPING, DATABASE_URL_ENV, DEFAULT_AUTHORITY_HOST, DEFAULT_CREDENTIAL_PREFIX, FILE_SUFFIX};
 
 /// The variable naming the configuration file when no `--config` flag is given.
 pub const CONFIG_PATH_ENV: &str = "SYNC_CONFIG";

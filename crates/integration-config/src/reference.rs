@@ -36,12 +36,17 @@ pub const ENVIRONMENT: &[Setting] = &[
     s(
         "DYNAMICS_CLIENT_SECRET",
         "required",
-        "The client secret's value. Never logged or shown; rotate it in Azure AD and restart.",
+        "The client secret's value. Never logged or shown. To rotate it without a restart, use `DYNAMICS_CLIENT_SECRET_FILE` instead (runbook: rotating the client secret).",
     ),
     s(
         "DYNAMICS_INSTANCE_URL",
         "required",
         "The Dynamics organisation root, e.g. `https://hlf.crm4.dynamics.com`. https only; http is accepted for a loopback emulator.",
+    ),
+    s(
+        "<NAME>_FILE",
+        "none",
+        "Any variable above holding a credential (and the ones `password_env`, `secret_env` and `credential_env` name) may instead be given as a file: `DYNAMICS_CLIENT_SECRET_FILE=/run/secrets/client-secret`, as Kubernetes Secrets and systemd credentials are mounted. Relative to the configuration file's folder; a trailing line break is dropped; setting both forms is an error. The client secret, SMTP password, webhook secret and dashboard credential are read again at each use, so replacing the file rotates them under a running `daemon` or `serve`.",
     ),
     s(
         "SYNC_CONFIG",

@@ -9,6 +9,8 @@ use chrono::{NaiveDate, NaiveTime};
 use chrono_tz::Tz;
 use field_mapping::{ConflictStrategy, FieldMapping};
 use secrecy::SecretString;
+
+use crate::secret::SecretSource;
 use url::Url;
 
 /// The whole validated configuration.
@@ -77,8 +79,9 @@ pub struct DynamicsCredentials {
     pub tenant_id: String,
     /// The app registration's application (client) id.
     pub client_id: String,
-    /// The client secret. Its `Debug` prints a placeholder; expose it only to the token request.
-    pub client_secret: SecretString,
+    /// The client secret, from the variable or read again from its file at each token request. Its `Debug` prints
+    /// no value; expose it only to the token request.
+    pub client_secret: SecretSource,
     /// The Dynamics instance.
     pub instance_url: InstanceUrl,
     /// The Azure AD authority, `https://login.microsoftonline.com` unless a sovereign cloud is used.
@@ -195,7 +198,7 @@ pub struct EmailSettings {
     /// The sender address.
     pub from: String,
     /// The SMTP user and password, if the server needs them.
-    pub login: Option<(String, SecretString)>,
+    pub login: Option<(String, SecretSource)>,
 }
 
 /// How an SMTP connection is secured.
@@ -215,7 +218,7 @@ pub struct WebhookSettings {
     /// Where to POST.
     pub url: Url,
     /// A shared secret to sign the body with, if configured.
-    pub secret: Option<SecretString>,
+    pub secret: Option<SecretSource>,
 }
 
 /// The admin dashboard.
@@ -233,13 +236,13 @@ pub struct DashboardSettings {
 #[derive(Debug, Clone)]
 pub enum DashboardAuth {
     /// `Authorization: Bearer <token>`.
-    Bearer(SecretString),
+    Bearer(SecretSource),
     /// HTTP basic authentication.
     Basic {
         /// The user name.
         username: String,
         /// The password.
-        password: SecretString,
+        password: SecretSource,
     },
 }
 

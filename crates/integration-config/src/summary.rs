@@ -5,6 +5,7 @@ use std::fmt::{self, Display, Formatter};
 
 use secrecy::ExposeSecret;
 
+use crate::secret::SecretSource;
 use crate::settings::*;
 
 /// Formats an [`IntegrationConfig`] for people. Obtained from [`IntegrationConfig::summary`].
@@ -36,6 +37,14 @@ pub(crate) fn redact_url(text: &str) -> String {
     }
 }
 
+/// Where a secret comes from, for display: its variable, or the file its `_FILE` form names.
+fn source(secret: &SecretSource, variable: &str) -> String {
+    match secret.path() {
+        Some(path) => format!("{variable}_FILE {}, read again at each use", path.display()),
+        None => variable.to_owned(),
+    }
+}
+
 impl Display for Summary<'_> {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let c = self.0;
@@ -54,7 +63,11 @@ impl Display for Summary<'_> {
             }
             writeln!(f, "  tenant                 {}  ({p}_TENANT_ID)", creds.tenant_id)?;
             writeln!(f, "  client id              {}  ({p}_CLIENT_ID)", creds.client_id)?;
-            writeln!(f, "  client secret          set  ({p}_CLIENT_SECRET)")?;
+            writeln!(
+                f,
+                "  client secret          set  ({})",
+                source(&creds.client_secret, &format!("{p}_CLIENT_SECRET"))
+            )?;
             match org.client_secret_expires_on {
                 Some(date) => writeln!(f, "  client secret expires  {date}")?,
                 None => writeln!(
@@ -137,7 +150,11 @@ impl Display for Summary<'_> {
                 e.smtp_port,
                 e.tls,
                 e.from,
-                if e.login.is_some() { "set" } else { "none" }
+                match &e.login {
+                    Some((_, password)) if password.path().is_some() => "set (password from a file, read at each send)",
+                    Some(_) => "set",
+                    None => "none",
+                }
             )?,
             None => writeln!(f, "email                    not configured")?,
         }
@@ -146,7 +163,11 @@ impl Display for Summary<'_> {
                 f,
                 "webhook                  {} (signing secret {})",
                 w.url,
-                if w.secret.is_some() { "set" } else { "none" }
+                match &w.secret {
+                    Some(secret) if secret.path().is_some() => "set, from a file read at each send",
+                    Some(_) => "set",
+                    None => "none",
+                }
             )?,
             None => writeln!(f, "webhook                  not configured")?,
         }

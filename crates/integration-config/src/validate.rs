@@ -9,11 +9,12 @@ use std::time::Duration;
 use chrono::{NaiveDate, NaiveTime};
 use chrono_tz::Tz;
 use field_mapping::{ConflictStrategy, FieldMapping, HLF_DEFAULT_MAPPING, Owner, Problem};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use url::{Host, Url};
 
 use crate::Environment;
 use crate::raw::*;
+use crate::secret::SecretSource;
 use crate::settings::*;
 
 /// The mapping name that selects the mapping compiled into the binary.
@@ -26,6 +27,18 @@ pub const DATABASE_URL_ENV: &str = "SYNC_DATABASE_URL";
 pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
 
 const APP_REGISTRATION_HINT: &str = "HLF IT finds it in the Azure portal under App registrations";
+
+/// The suffix of a variable naming a file that holds the value instead, as in `DYNAMICS_CLIENT_SECRET_FILE`.
+pub const FILE_SUFFIX: &str = "_FILE";
+
+/// What [`Validator::variable`] found.
+enum Variable {
+    Unset,
+    Empty,
+    Set(SecretSource),
+    /// A problem with it is already on the list.
+    Reported,
+}
 
 pub(crate) struct Validator<'a> {
     problems: Vec<Problem>,
@@ -305,7 +318,7 @@ impl<'a> Validator<'a> {
             &var("CLIENT_ID"),
             &format!("the Application (client) id of the app registration; {APP_REGISTRATION_HINT}"),
         );
-        let client_secret = self.required_env(
+        let client_secret = self.required_secret(
             &var("CLIENT_SECRET"),
             "the client secret's value (Certificates & secrets in the app registration)",
         );
@@ -327,7 +340,7 @@ impl<'a> Validator<'a> {
             );
         }
         if let Some(secret) = &client_secret
-            && secret.trim() != secret
+            && secret.loaded().expose_secret().trim() != secret.loaded().expose_secret()
         {
             // The value is never echoed: it is a secret.
             self.push(
@@ -348,27 +361,63 @@ impl<'a> Validator<'a> {
         Some(DynamicsCredentials {
             tenant_id: tenant_id?,
             client_id: client_id?,
-            client_secret: SecretString::from(client_secret?),
+            client_secret: client_secret?,
             instance_url: instance_url?,
             authority_host,
         })
     }
 
-    fn required_env(&mut self, name: &str, what: &str) -> Option<String> {
-        match self.env.get(name) {
-            Some(value) if !value.is_empty() => Some(value),
-            Some(_) => {
-                self.push(name, format!("is empty; set it to {what}"));
-                None
+    /// A variable, or the file its `<NAME>_FILE` form names (relative to the configuration file's folder). Setting
+    /// both, or naming a file that cannot be read, is a problem reported here.
+    fn variable(&mut self, name: &str) -> Variable {
+        let file_name = format!("{name}{FILE_SUFFIX}");
+        let direct = self.env.get(name);
+        let file = self.env.get(&file_name).filter(|v| !v.is_empty());
+        match (direct, file) {
+            (Some(value), Some(_)) if !value.is_empty() => {
+                self.push(name, format!("is set, and so is {file_name}; keep only one of them"));
+                Variable::Reported
             }
-            None => {
-                self.push(name, format!("missing; set it to {what}"));
-                None
+            (_, Some(path)) => {
+                let path = self.base_dir.join(path);
+                let path = std::path::absolute(&path).unwrap_or(path);
+                match SecretSource::file(path) {
+                    Ok(secret) => Variable::Set(secret),
+                    Err(e) => {
+                        self.push(file_name, e.to_string());
+                        Variable::Reported
+                    }
+                }
             }
+            (Some(value), None) if value.is_empty() => Variable::Empty,
+            (Some(value), None) => Variable::Set(SecretSource::value(value)),
+            (None, None) => Variable::Unset,
         }
     }
 
-    fn secret_env(&mut self, name: &str, key: &str) -> Option<SecretString> {
+    fn required_secret(&mut self, name: &str, what: &str) -> Option<SecretSource> {
+        match self.variable(name) {
+            Variable::Set(secret) => Some(secret),
+            Variable::Empty => {
+                self.push(name, format!("is empty; set it to {what}"));
+                None
+            }
+            Variable::Unset => {
+                self.push(name, format!("missing; set it (or {name}{FILE_SUFFIX}) to {what}"));
+                None
+            }
+            Variable::Reported => None,
+        }
+    }
+
+    fn required_env(&mut self, name: &str, what: &str) -> Option<String> {
+        self.required_secret(name, what)
+            .map(|value| value.loaded().expose_secret().to_owned())
+    }
+
+    /// A secret named by a key of the file (`key`); `missing` is the problem to report when it is unset, if its
+    /// absence is one.
+    fn secret_env(&mut self, name: &str, key: &str, missing: Option<&str>) -> Option<SecretSource> {
         if !is_env_name(name) {
             self.push(
                 key,
@@ -376,7 +425,16 @@ impl<'a> Validator<'a> {
             );
             return None;
         }
-        self.env.get(name).filter(|v| !v.is_empty()).map(SecretString::from)
+        match self.variable(name) {
+            Variable::Set(secret) => Some(secret),
+            Variable::Empty | Variable::Unset => {
+                if let Some(missing) = missing {
+                    self.push(name, format!("missing; set it (or {name}{FILE_SUFFIX}) to {missing}"));
+                }
+                None
+            }
+            Variable::Reported => None,
+        }
     }
 
     fn mapping(&mut self, source: &str, key: &str) -> Option<FieldMapping> {
@@ -655,16 +713,13 @@ impl<'a> Validator<'a> {
         }
         let login = match (raw.username, raw.password_env) {
             (None, None) => None,
-            (Some(user), Some(var)) => match self.secret_env(&var, "notifications.email.password_env") {
-                Some(password) => Some((user, password)),
-                None => {
-                    self.push(
-                        var,
-                        "missing; set it to the SMTP password (named by notifications.email.password_env)",
-                    );
-                    None
-                }
-            },
+            (Some(user), Some(var)) => self
+                .secret_env(
+                    &var,
+                    "notifications.email.password_env",
+                    Some("the SMTP password (named by notifications.email.password_env)"),
+                )
+                .map(|password| (user, password)),
             _ => {
                 self.push(
                     "notifications.email",
@@ -702,14 +757,11 @@ impl<'a> Validator<'a> {
             }
         };
         let secret = raw.secret_env.and_then(|var| {
-            let secret = self.secret_env(&var, "notifications.webhook.secret_env");
-            if secret.is_none() && is_env_name(&var) {
-                self.push(
-                    var,
-                    "missing; set it to the webhook signing secret (named by notifications.webhook.secret_env)",
-                );
-            }
-            secret
+            self.secret_env(
+                &var,
+                "notifications.webhook.secret_env",
+                Some("the webhook signing secret (named by notifications.webhook.secret_env)"),
+            )
         });
         Some(WebhookSettings { url: url?, secret })
     }
@@ -726,7 +778,7 @@ impl<'a> Validator<'a> {
         let credential_env = raw
             .credential_env
             .unwrap_or_else(|| "SYNC_DASHBOARD_CREDENTIAL".to_owned());
-        let secret = self.secret_env(&credential_env, "dashboard.credential_env");
+        let secret = self.secret_env(&credential_env, "dashboard.credential_env", None);
         let auth = match raw.auth.as_deref() {
             None | Some("bearer") => {
                 if raw.username.is_some() {
@@ -757,7 +809,11 @@ impl<'a> Validator<'a> {
     }
 
     fn store(&mut self, raw: RawStore) -> StoreSettings {
-        let (url, key) = match self.env.get(DATABASE_URL_ENV).filter(|v| !v.is_empty()) {
+        let from_env = match self.variable(DATABASE_URL_ENV) {
+            Variable::Set(url) => Some(url.loaded().expose_secret().to_owned()),
+            _ => None,
+        };
+        let (url, key) = match from_env {
             Some(url) => (url, DATABASE_URL_ENV),
             // Like every path in the file, a relative SQLite path is relative to the configuration file, not to
             // the directory the worker happens to be started from.

@@ -207,3 +207,47 @@ async fn a_second_401_means_the_application_user_is_missing() {
             .contains("Application users in the Power Platform admin center")
     );
 }
+
+#[tokio::test]
+async fn a_client_secret_rotated_in_its_file_is_used_for_the_next_token_without_a_restart() {
+    let azure_ad = MockServer::start().await;
+    let dynamics = MockServer::start().await;
+    for secret in ["first-secret", "rotated-secret"] {
+        Mock::given(method("POST"))
+            .and(path(TOKEN_PATH))
+            .and(body_string_contains(format!("client_secret={secret}")))
+            .respond_with(ResponseTemplate::new(200).set_body_string(fixture("aad-token.json")))
+            .expect(1)
+            .named(secret)
+            .mount(&azure_ad)
+            .await;
+    }
+    let dir = std::env::temp_dir().join(format!("client-secret-rotation-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("client-secret");
+    std::fs::write(&file, "first-secret\n").unwrap();
+    let mut organisation = organisation(&dynamics.uri());
+    organisation.credentials.client_secret = integration_config::SecretSource::file(&file).unwrap();
+    let transport = Arc::new(ToFakeAzureAd {
+        target: url::Url::parse(&azure_ad.uri()).unwrap(),
+        http: reqwest::Client::new(),
+    });
+    let source = AzureAdTokenSource::with_transport(&organisation, transport);
+    source.token().await.unwrap();
+    // Cached: the same secret asks Azure AD nothing more.
+    source.token().await.unwrap();
+    std::fs::write(&file, "rotated-secret\n").unwrap();
+    source.token().await.unwrap();
+    source.token().await.unwrap();
+
+    std::fs::remove_file(&file).unwrap();
+    let error = source.token().await.unwrap_err();
+    assert!(matches!(error, AuthError::SecretFile(_)), "{error:?}");
+    let text = error.to_string();
+    assert!(
+        text.contains("client-secret") && text.contains("mounted and readable"),
+        "{text}"
+    );
+    assert!(!text.contains("rotated-secret"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -212,10 +212,54 @@ async fn webhook_gets_signed_json_retries_after_503_and_succeeds() {
     .await;
 }
 
+#[tokio::test]
+async fn a_webhook_secret_from_a_file_signs_with_the_rotated_value_without_a_restart() {
+    each_database(|db| async move {
+        let hook = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/hooks/hlf"))
+            .respond_with(ResponseTemplate::new(204))
+            .mount(&hook)
+            .await;
+        let dir = std::env::temp_dir().join(format!("webhook-secret-{}-{}", std::process::id(), db.name));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("webhook-secret");
+        std::fs::write(&file, "before-rotation\n").unwrap();
+        let text = format!(
+            "[notifications.webhook]\nurl = \"{}/hooks/hlf\"\nsecret_env = \"HOOK_SECRET\"\n",
+            hook.uri()
+        );
+        let mut config = config(&text, "");
+        config.notifications.webhook.as_mut().unwrap().secret =
+            Some(integration_config::SecretSource::file(&file).unwrap());
+        let f = Fixture::new(&db, config).await;
+        let d = deliverer(&f);
+        queue(&f, "alert:one", "webhook", "webhook").await;
+        assert_eq!(d.deliver_due().await.unwrap().sent, 1);
+        std::fs::write(&file, "after-rotation\n").unwrap();
+        queue(&f, "alert:two", "webhook", "webhook").await;
+        assert_eq!(d.deliver_due().await.unwrap().sent, 1);
+
+        let requests = hook.received_requests().await.unwrap();
+        assert_eq!(requests.len(), 2);
+        for (request, secret) in requests.iter().zip(["before-rotation", "after-rotation"]) {
+            let signature = request.headers.get("x-hlf-signature").unwrap().to_str().unwrap();
+            assert_eq!(signature, signature_with(secret, &request.body));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        db
+    })
+    .await;
+}
+
 /// The signature computed independently of the crate, with the hmac crate directly.
 fn expected_signature(body: &[u8]) -> String {
+    signature_with(WEBHOOK_SECRET, body)
+}
+
+fn signature_with(secret: &str, body: &[u8]) -> String {
     use hmac::{KeyInit, Mac};
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body);
     let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256={hex}")

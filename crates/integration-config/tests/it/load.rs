@@ -24,7 +24,7 @@ fn example_configuration_loads_every_value() {
         hlf.credentials.instance_url.api_base().as_str(),
         "https://hlf.crm4.dynamics.com/api/data/v9.2/"
     );
-    assert_eq!(hlf.credentials.client_secret.expose_secret(), super::SECRET);
+    assert_eq!(hlf.credentials.client_secret.loaded().expose_secret(), super::SECRET);
     assert_eq!(hlf.time_zone, chrono_tz::Europe::Oslo);
     assert_eq!(hlf.language, Language::Norwegian);
     assert_eq!(hlf.client_secret_expires_on, NaiveDate::from_ymd_opt(2027, 3, 1));
@@ -45,10 +45,13 @@ fn example_configuration_loads_every_value() {
         (email.smtp_host.as_str(), email.smtp_port, email.tls),
         ("smtp.hlf.example", 587, SmtpTls::StartTls)
     );
-    assert_eq!(email.login.as_ref().unwrap().1.expose_secret(), "smtp-password-value");
+    assert_eq!(
+        email.login.as_ref().unwrap().1.loaded().expose_secret(),
+        "smtp-password-value"
+    );
     assert!(config.notifications.webhook.as_ref().unwrap().secret.is_some());
     assert!(
-        matches!(&config.dashboard.auth, Some(DashboardAuth::Bearer(t)) if t.expose_secret() == "dashboard-token-value")
+        matches!(&config.dashboard.auth, Some(DashboardAuth::Bearer(t)) if t.loaded().expose_secret() == "dashboard-token-value")
     );
 }
 
@@ -98,7 +101,10 @@ fn each_missing_credential_variable_is_named() {
         env.remove(var);
         let got = problems(MINIMAL, &env);
         assert_eq!(got.len(), 1, "{got:?}");
-        assert!(got[0].starts_with(&format!("{var}: missing; set it to ")), "{got:?}");
+        assert!(
+            got[0].starts_with(&format!("{var}: missing; set it (or {var}_FILE) to ")),
+            "{got:?}"
+        );
         env.insert(var.to_owned(), String::new());
         let got = problems(MINIMAL, &env);
         assert!(got[0].starts_with(&format!("{var}: is empty; set it to ")), "{got:?}");
@@ -228,7 +234,7 @@ fn each_bad_file_value_is_explained() {
     );
     check_key(
         "[notifications.email]\nsmtp_host = \"smtp.hlf.example\"\nfrom = \"a@hlf.example\"\nusername = \"u\"\npassword_env = \"UNSET_SMTP_PASSWORD\"",
-        "UNSET_SMTP_PASSWORD: missing; set it to the SMTP password (named by notifications.email.password_env)",
+        "UNSET_SMTP_PASSWORD: missing; set it (or UNSET_SMTP_PASSWORD_FILE) to the SMTP password (named by notifications.email.password_env)",
     );
     check_key(
         "[notifications.webhook]\nurl = \"http://hooks.hlf.example\"",
@@ -361,7 +367,7 @@ window_seconds = 0
           - organisations[0].id: missing; set it to the app's organisation id, e.g. "hlf"
           - organisations[0].name: missing; set the organisation's name as coordinators know it
           - organisations[0].language: `sv` is not supported; use "nb" or "en"
-          - DYNAMICS_CLIENT_SECRET: missing; set it to the client secret's value (Certificates & secrets in the app registration)
+          - DYNAMICS_CLIENT_SECRET: missing; set it (or DYNAMICS_CLIENT_SECRET_FILE) to the client secret's value (Certificates & secrets in the app registration)
           - DYNAMICS_INSTANCE_URL: must use https; only a loopback emulator may use http (e.g. https://hlf.crm4.dynamics.com)
           - mapping: cannot read the mapping file <fixtures>/../mapping/missing.toml: No such file or directory (os error 2)
           - schedule.nightly_at: `25:00` is not a time; write it as 24-hour HH:MM, e.g. "02:00"
@@ -432,7 +438,7 @@ fn basic_dashboard_auth_takes_user_and_password() {
     match config.dashboard.auth {
         Some(DashboardAuth::Basic { username, password }) => {
             assert_eq!(username, "admin");
-            assert_eq!(password.expose_secret(), "dashboard-token-value");
+            assert_eq!(password.loaded().expose_secret(), "dashboard-token-value");
         }
         other => panic!("expected basic auth, got {other:?}"),
     }
@@ -442,4 +448,111 @@ fn tempdir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("integration-config-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// A folder of its own under the system's temporary folder, for secret files.
+fn secret_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("config-secret-files-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn every_secret_variable_can_name_a_file_instead() {
+    let dir = secret_dir("all");
+    let mut env = good_env();
+    for (var, value) in [
+        ("DYNAMICS_CLIENT_SECRET", "from-a-file\n"),
+        ("DYNAMICS_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47\n"),
+        ("SYNC_SMTP_PASSWORD", "smtp-from-file"),
+        ("SYNC_WEBHOOK_SECRET", "webhook-from-file"),
+        ("SYNC_DASHBOARD_CREDENTIAL", "dashboard-from-file"),
+        ("SYNC_DATABASE_URL", "postgres://sync:pw@db/sync\n"),
+    ] {
+        let path = dir.join(var.to_lowercase());
+        std::fs::write(&path, value).unwrap();
+        env.remove(var);
+        env.insert(format!("{var}_FILE"), path.display().to_string());
+    }
+    let config = load(&example_text(), &env).unwrap();
+    let hlf = config.organisation("hlf").unwrap();
+    let secret = &hlf.credentials.client_secret;
+    assert_eq!(secret.loaded().expose_secret(), "from-a-file");
+    assert_eq!(secret.path(), Some(dir.join("dynamics_client_secret").as_path()));
+    assert_eq!(hlf.credentials.tenant_id, "72f988bf-86f1-41af-91ab-2d7cd011db47");
+    assert_eq!(config.store.url.expose_secret(), "postgres://sync:pw@db/sync");
+    let email = config.notifications.email.as_ref().unwrap();
+    assert_eq!(
+        email.login.as_ref().unwrap().1.loaded().expose_secret(),
+        "smtp-from-file"
+    );
+    let webhook = config.notifications.webhook.as_ref().unwrap();
+    assert_eq!(
+        webhook.secret.as_ref().unwrap().loaded().expose_secret(),
+        "webhook-from-file"
+    );
+    assert!(
+        matches!(&config.dashboard.auth, Some(DashboardAuth::Bearer(t)) if t.loaded().expose_secret() == "dashboard-from-file")
+    );
+
+    // Rotated on disk: the next use reads the new value, without reloading the configuration.
+    std::fs::write(dir.join("dynamics_client_secret"), "rotated\n").unwrap();
+    assert_eq!(secret.current().unwrap().expose_secret(), "rotated");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_secret_file_that_cannot_be_read_or_is_doubled_is_named() {
+    let dir = secret_dir("bad");
+    let mut env = good_env();
+    env.remove("DYNAMICS_CLIENT_SECRET");
+    let missing = dir.join("nope");
+    env.insert("DYNAMICS_CLIENT_SECRET_FILE".into(), missing.display().to_string());
+    let empty = dir.join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    env.insert("SYNC_SMTP_PASSWORD_FILE".into(), empty.display().to_string());
+    let found = problems(&example_text(), &env);
+    let client = found
+        .iter()
+        .find(|p| p.starts_with("DYNAMICS_CLIENT_SECRET_FILE:"))
+        .unwrap_or_else(|| panic!("{found:#?}"));
+    assert!(client.contains(&missing.display().to_string()), "{client}");
+    assert!(client.contains("mounted and readable"), "{client}");
+    assert!(
+        found.contains(
+            &"SYNC_SMTP_PASSWORD: is set, and so is SYNC_SMTP_PASSWORD_FILE; keep only one of them".to_owned()
+        ),
+        "{found:#?}"
+    );
+    // The message for a missing variable names the file form too.
+    let mut env = good_env();
+    env.remove("DYNAMICS_CLIENT_SECRET");
+    let found = problems(&example_text(), &env);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("DYNAMICS_CLIENT_SECRET: missing; set it (or DYNAMICS_CLIENT_SECRET_FILE) to")),
+        "{found:#?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_relative_secret_file_is_relative_to_the_configuration_file() {
+    let dir = secret_dir("relative");
+    std::fs::write(
+        dir.join("config.toml"),
+        MINIMAL.replace("../mapping/hlf-default.toml", "builtin:hlf-default"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("secrets")).unwrap();
+    std::fs::write(dir.join("secrets/client"), "relative-secret").unwrap();
+    let mut env = good_env();
+    env.remove("DYNAMICS_CLIENT_SECRET");
+    env.insert("DYNAMICS_CLIENT_SECRET_FILE".into(), "secrets/client".into());
+    let config = IntegrationConfig::load(&dir.join("config.toml"), &env).unwrap();
+    let secret = &config.organisations[0].credentials.client_secret;
+    assert_eq!(secret.loaded().expose_secret(), "relative-secret");
+    assert!(secret.path().unwrap().is_absolute());
+    std::fs::remove_dir_all(&dir).unwrap();
 }
