@@ -191,6 +191,20 @@ fn human(report: &Report) -> String {
             at(h.cache.as_of),
             if h.cache.stale { " (STALE)" } else { "" }
         );
+        if h.mismatch_count > 0 {
+            let _ = writeln!(
+                out,
+                "  certification mismatches: {} (the app and Dynamics disagree; see the alert)",
+                h.mismatch_count
+            );
+        }
+        if h.not_in_dynamics > 0 {
+            let _ = writeln!(
+                out,
+                "  not in Dynamics:     {} (active in the app, never confirmed by Dynamics; the failed-record queue says why)",
+                mentors(h.not_in_dynamics)
+            );
+        }
         let refused = matches!(
             &h.authentication,
             Authentication::Failed {
@@ -242,5 +256,14 @@ fn label(status: Status) -> &'static str {
         Status::Healthy => "healthy",
         Status::Degraded => "DEGRADED",
         Status::Unhealthy => "UNHEALTHY",
+    }
+}
+
+/// `1 mentor`, `2 mentors`.
+fn mentors(n: u64) -> String {
+    if n == 1 {
+        "1 mentor".to_owned()
+    } else {
+        format!("{n} mentors")
     }
 }

@@ -300,7 +300,18 @@ fn overview_body(frame: &Frame<'_>, data: &Overview) -> Markup {
                     dd { a href={(base.to("/cache")) "?org=" (org.id)} { (org.cache_stale) } }
                     @if org.mismatches > 0 {
                         dt { "Certification mismatches" }
-                        dd class="warn" { (org.mismatches) " mentors differ between the app and Dynamics" }
+                        dd class="warn" {
+                            @if org.mismatches == 1 { "1 mentor differs" } @else { (org.mismatches) " mentors differ" }
+                            " between the app and Dynamics"
+                        }
+                    }
+                    @if org.not_in_dynamics > 0 {
+                        dt { "Not in Dynamics" }
+                        dd class="warn" {
+                            @if org.not_in_dynamics == 1 { "1 active mentor" } @else { (org.not_in_dynamics) " active mentors" }
+                            " Dynamics has never confirmed; "
+                            a href={(base.to("/failures")) "?org=" (org.id)} { "the failed records say why" }
+                        }
                     }
                 }
                 h3 { "Last " (org.chart.len()) " runs" }

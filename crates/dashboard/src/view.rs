@@ -41,6 +41,8 @@ pub(crate) struct OrganisationOverview {
     pub(crate) last_success: LastSuccess,
     /// Mentors whose certification differs between the app and Dynamics.
     pub(crate) mismatches: u64,
+    /// Active mentors Dynamics has never confirmed (no contact, or every write refused).
+    pub(crate) not_in_dynamics: u64,
     pub(crate) alerts: Vec<AlertView>,
     pub(crate) failed_retrying: usize,
     pub(crate) failed_dead: usize,
@@ -312,6 +314,7 @@ pub(crate) async fn overview(shared: &Shared) -> Result<Overview> {
             last_run: last_run.cloned().map(RunView::from),
             last_success: health.last_success,
             mismatches: health.mismatch_count,
+            not_in_dynamics: health.not_in_dynamics,
             alerts: alerts.into_iter().map(alert_view).collect(),
             failed_retrying: shared.store.failures(&org.id, FailureState::Retrying).await?.len(),
             failed_dead: shared.store.failures(&org.id, FailureState::Dead).await?.len(),

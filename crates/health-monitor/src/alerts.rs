@@ -253,14 +253,20 @@ pub(crate) fn conditions(health: &OrganisationHealth, settings: &HealthSettings)
                 Severity::Warning
             },
             message: format!(
-                "{} mentors have a certification status or public-site flag in Dynamics that differs from the app \
-                 after the last run{}: mentors {}{}. Each is in the failed-record queue or waits for the next run; \
-                 see the dashboard's failed records.",
-                health.mismatch_count,
-                if shown > 0 {
-                    format!(" ({shown} of them shown on the public site although they must not be)")
+                "{} a certification status or public-site flag in Dynamics that differs from the app after the last \
+                 run{}: app ids {}{}. Each is in the failed-record queue or waits for the next run; see the \
+                 dashboard's failed records.",
+                if health.mismatch_count == 1 {
+                    "1 mentor has".to_owned()
                 } else {
-                    String::new()
+                    format!("{} mentors have", health.mismatch_count)
+                },
+                match shown {
+                    0 => String::new(),
+                    1 if health.mismatch_count == 1 => {
+                        " (shown on the public site although they must not be)".to_owned()
+                    }
+                    n => format!(" ({n} of them shown on the public site although they must not be)"),
                 },
                 members.join(", "),
                 if more > 0 {

@@ -139,7 +139,8 @@ pub struct Mismatch {
     pub member_number: Option<String>,
     /// The status in the app (`active`, `expired`, `revoked`, `none`).
     pub app_status: String,
-    /// The status Dynamics last confirmed, `None` when the mentor is not in Dynamics at all.
+    /// The status Dynamics last confirmed (always known: a mentor Dynamics never confirmed is counted in
+    /// [`OrganisationHealth::not_in_dynamics`] instead).
     pub dynamics_status: Option<String>,
     /// Whether Dynamics shows the mentor on the public site although the app says it must not.
     pub shown_wrongly: bool,
@@ -205,6 +206,10 @@ pub struct OrganisationHealth {
     pub mismatches: Vec<Mismatch>,
     /// How many mentors differ in all.
     pub mismatch_count: u64,
+    /// Active mentors of the app that Dynamics has never confirmed (no contact with their member number, or every
+    /// write refused): not a mismatch, since Dynamics cannot show them anywhere, but each waits in the failed-record
+    /// queue with its reason.
+    pub not_in_dynamics: u64,
     /// Failed records by state (`retrying`, `dead`, `dismissed`).
     pub failed_records: BTreeMap<String, u64>,
     /// Open and acknowledged alerts, most severe first.
@@ -294,9 +299,9 @@ impl HealthMonitor {
             .filter(|a| a.cause.starts_with("schema-drift"))
             .map(|a| a.message.clone())
             .collect();
-        let (mismatches, mismatch_count) = match runs.iter().find(|r| pushed(r)) {
+        let comparison = match runs.iter().find(|r| pushed(r)) {
             Some(reference) => self.mismatches(organisation, reference.started_at).await?,
-            None => (Vec::new(), 0),
+            None => Comparison::default(),
         };
         let mut health = OrganisationHealth {
             organisation: organisation.id.clone(),
@@ -315,8 +320,9 @@ impl HealthMonitor {
             secret_expires_on: organisation.client_secret_expires_on,
             secret_days_left,
             delta_token,
-            mismatches,
-            mismatch_count,
+            mismatches: comparison.mismatches,
+            mismatch_count: comparison.mismatch_count,
+            not_in_dynamics: comparison.not_in_dynamics,
             failed_records: self.store.failure_counts(org).await?,
             open_alerts: alerts.iter().map(alert_view).collect(),
         };
@@ -358,15 +364,10 @@ impl HealthMonitor {
     /// Mentors whose certification status or public-site flag in the app (as of `reference`, the start of the
     /// last run that completed its push) differs from what Dynamics last confirmed (the certification cache).
     /// Mentors the app changed after `reference` are left to the next run.
-    async fn mismatches(
-        &self,
-        organisation: &OrganisationConfig,
-        reference: DateTime<Utc>,
-    ) -> Result<(Vec<Mismatch>, u64)> {
+    async fn mismatches(&self, organisation: &OrganisationConfig, reference: DateTime<Utc>) -> Result<Comparison> {
         let org = organisation.id.as_str();
         let today = local_today(reference, organisation.time_zone);
-        let mut found = Vec::new();
-        let mut total = 0u64;
+        let mut found = Comparison::default();
         let mut after: Option<String> = None;
         loop {
             let mentors = self.app.all_mentors(org, after.as_deref(), PAGE).await?;
@@ -384,22 +385,22 @@ impl HealthMonitor {
                     continue;
                 }
                 let view = certification_view(&snapshot.certifications, today);
-                let cached = cache.get(&snapshot.mentor.id);
                 let app_visible = view.status == "active";
-                let differs = match &cached {
-                    Some(entry) => entry.status != view.status || entry.show_on_public_site != app_visible,
-                    // Not in Dynamics at all matters only for a mentor who should be shown.
-                    None => app_visible,
+                let Some(entry) = cache.get(&snapshot.mentor.id) else {
+                    // Never confirmed by Dynamics: it cannot show them anywhere, so nothing differs there; an
+                    // active mentor it should hold is counted apart (the failed-record queue says why).
+                    found.not_in_dynamics += u64::from(app_visible);
+                    continue;
                 };
-                if differs {
-                    total += 1;
-                    if found.len() < MISMATCH_SAMPLE {
-                        found.push(Mismatch {
+                if entry.status != view.status || entry.show_on_public_site != app_visible {
+                    found.mismatch_count += 1;
+                    if found.mismatches.len() < MISMATCH_SAMPLE {
+                        found.mismatches.push(Mismatch {
                             mentor_id: snapshot.mentor.id.clone(),
                             member_number: snapshot.mentor.member_number.clone(),
                             app_status: view.status.to_owned(),
-                            dynamics_status: cached.map(|e| e.status.clone()),
-                            shown_wrongly: cached.is_some_and(|e| e.show_on_public_site) && !app_visible,
+                            dynamics_status: Some(entry.status.clone()),
+                            shown_wrongly: entry.show_on_public_site && !app_visible,
                         });
                     }
                 }
@@ -408,8 +409,16 @@ impl HealthMonitor {
                 break;
             }
         }
-        Ok((found, total))
+        Ok(found)
     }
+}
+
+/// What comparing the app's mentors with the certification cache found.
+#[derive(Debug, Default)]
+struct Comparison {
+    mismatches: Vec<Mismatch>,
+    mismatch_count: u64,
+    not_in_dynamics: u64,
 }
 
 /// Whether a finished run completed its push (records queued as failed do not count against it).
@@ -531,7 +540,10 @@ pub(crate) fn judge(
     if health.mismatch_count > 0 {
         add(
             Status::Degraded,
-            format!("{} mentors differ between the app and Dynamics", health.mismatch_count),
+            match health.mismatch_count {
+                1 => "1 mentor differs between the app and Dynamics".to_owned(),
+                n => format!("{n} mentors differ between the app and Dynamics"),
+            },
         );
     }
     if let Some(&dead) = health.failed_records.get("dead")
