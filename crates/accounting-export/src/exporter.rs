@@ -11,7 +11,9 @@ use dynamics_client::{
 use field_mapping::{AppRecord, AppValue, Decimal, RecordMapping};
 use integration_config::{IntegrationConfig, OrganisationConfig};
 use sync_engine::{Clock, local_today};
-use sync_store::{Direction, FailureState, Posting, PostingStore, Store};
+use sync_store::{
+    Direction, FailureState, Posting, PostingMetrics, PostingStore, RunKind, RunMetrics, RunStatus, Store,
+};
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
@@ -70,6 +72,32 @@ pub struct Reconciliation {
     pub missing: Vec<String>,
     /// Postings whose amount in Dynamics differs from the app's.
     pub differing: Vec<AmountMismatch>,
+}
+
+/// A posting run as the run log records it: an export, then a reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostingRun {
+    /// The run's id in the run log (kind `postings`).
+    pub run_id: String,
+    /// Succeeded; partial when postings were queued as failed; failed when the export or the reconciliation could
+    /// not finish (Dynamics unreachable, credentials refused). Unreconciled postings do not fail the run: they raise
+    /// the `postings-unreconciled` alert.
+    pub status: RunStatus,
+    /// What it did and found.
+    pub metrics: PostingMetrics,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+}
+
+/// What an export would do now, from `sync-worker export-postings --dry-run`: nothing is written.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PostingPlan {
+    /// Ids of the approved postings an export would send now.
+    pub ready: Vec<String>,
+    /// Postings an export would queue as failed without sending, by id with the reason.
+    pub invalid: Vec<(String, String)>,
+    /// Postings held back (dead or dismissed in the failed-record queue).
+    pub held: u64,
 }
 
 /// A posting whose amount in Dynamics is not the app's.
@@ -137,23 +165,136 @@ impl AccountingExporter {
         })
     }
 
-    /// Exports every approved posting not yet marked exported. A batch that fails as a whole (Dynamics
-    /// unreachable, authentication) ends the export with an error and marks nothing, so no posting loses an
-    /// attempt to an outage; postings already confirmed stay marked.
-    pub async fn export(&self) -> Result<ExportSummary> {
+    /// Exports, then reconciles, recorded in the run log as one `postings` run with its figures, so the dashboard,
+    /// the metrics and the health monitor see the last export and what its reconciliation found. An error that
+    /// ends the export or the reconciliation is recorded as a failed run and returned in the [`PostingRun`], not as
+    /// `Err`; `Err` means the run log itself could not be written.
+    pub async fn run(&self) -> Result<PostingRun> {
         let org = &self.organisation_id;
-        let now = self.clock.now();
+        let before = self.client.metrics();
+        let timer = Instant::now();
+        let run_id = self.store.start_run(org, RunKind::Postings, self.clock.now()).await?;
+        info!(org = %org, run = %run_id, "posting export started");
+        let mut metrics = PostingMetrics::default();
+        let outcome = async {
+            let summary = self.export().await?;
+            metrics.exported = summary.exported;
+            metrics.failed = summary.failed;
+            metrics.held = summary.held;
+            let found = self.reconcile().await?;
+            metrics.checked = found.checked;
+            metrics.missing = found.missing.len() as u64;
+            metrics.differing = found.differing.len() as u64;
+            metrics.sample = found
+                .missing
+                .iter()
+                .chain(found.differing.iter().map(|d| &d.posting_id))
+                .take(PostingMetrics::SAMPLE)
+                .cloned()
+                .collect();
+            Ok::<(), Error>(())
+        }
+        .await;
+        let (status, error) = match &outcome {
+            Ok(()) if metrics.failed > 0 => (RunStatus::Partial, None),
+            Ok(()) => (RunStatus::Succeeded, None),
+            Err(e) => (RunStatus::Failed, Some(error_chain(e))),
+        };
+        let after = self.client.metrics();
+        let run_metrics = RunMetrics {
+            requests: after.requests.saturating_sub(before.requests),
+            throttled: after.throttled.saturating_sub(before.throttled),
+            retried: after.retried.saturating_sub(before.retried),
+            waited_ms: u64::try_from(after.waited.saturating_sub(before.waited).as_millis()).unwrap_or(u64::MAX),
+            duration_ms: u64::try_from(timer.elapsed().as_millis()).unwrap_or(u64::MAX),
+            postings: Some(metrics.clone()),
+            ..RunMetrics::default()
+        };
+        self.store
+            .finish_run(&run_id, status, &run_metrics, error.as_deref(), self.clock.now())
+            .await?;
+        match &error {
+            Some(reason) => warn!(org = %org, run = %run_id, reason = %reason, "posting export failed"),
+            None => info!(
+                org = %org,
+                run = %run_id,
+                status = ?status,
+                exported = metrics.exported,
+                failed = metrics.failed,
+                missing = metrics.missing,
+                differing = metrics.differing,
+                "posting export finished"
+            ),
+        }
+        Ok(PostingRun {
+            run_id,
+            status,
+            metrics,
+            error,
+        })
+    }
+
+    /// What [`AccountingExporter::export`] would send now, writing nothing anywhere.
+    pub async fn plan(&self) -> Result<PostingPlan> {
+        let held = self.held().await?;
+        let writer = self.client.writer(&self.mapping);
+        let mut plan = PostingPlan::default();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .postings
+                .postings_to_export(&self.organisation_id, after.as_deref(), PAGE)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            for posting in &page {
+                if held.contains(&posting.id) {
+                    plan.held += 1;
+                    continue;
+                }
+                match self.operation(posting, &writer) {
+                    Ok(_) => plan.ready.push(posting.id.clone()),
+                    Err(reason) => plan.invalid.push((posting.id.clone(), reason)),
+                }
+            }
+            if page.len() < PAGE as usize {
+                break;
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Postings the failed-record queue holds back: dead or dismissed.
+    async fn held(&self) -> Result<BTreeSet<String>> {
         let mut held = BTreeSet::new();
         for state in [FailureState::Dead, FailureState::Dismissed] {
             held.extend(
                 self.store
-                    .failures(org, state)
+                    .failures(&self.organisation_id, state)
                     .await?
                     .into_iter()
                     .filter(|f| f.record_kind == POSTING && f.direction == Direction::Push)
                     .map(|f| f.record_key),
             );
         }
+        Ok(held)
+    }
+
+    /// The upsert that exports `posting`, or why it cannot be sent.
+    fn operation(&self, posting: &Posting, writer: &dynamics_client::TableWriter) -> Result<BatchOperation, String> {
+        let (key, body) = self.body(posting)?;
+        writer
+            .upsert_operation(&key, &body, UpsertMode::CreateOrUpdate)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Exports every approved posting not yet marked exported. A batch that fails as a whole (Dynamics
+    /// unreachable, authentication) ends the export with an error and marks nothing, so no posting loses an
+    /// attempt to an outage; postings already confirmed stay marked.
+    pub async fn export(&self) -> Result<ExportSummary> {
+        let org = &self.organisation_id;
+        let now = self.clock.now();
+        let held = self.held().await?;
         let writer = self.client.writer(&self.mapping);
         let mut sizer = BatchSizer::new(self.batch_initial, self.batch_max);
         let mut summary = ExportSummary::default();
@@ -168,12 +309,7 @@ impl AccountingExporter {
                     summary.held += 1;
                     continue;
                 }
-                let operation = self.body(posting).and_then(|(key, body)| {
-                    writer
-                        .upsert_operation(&key, &body, UpsertMode::CreateOrUpdate)
-                        .map_err(|e| e.to_string())
-                });
-                match operation {
+                match self.operation(posting, &writer) {
                     Ok(operation) => ready.push((posting.id.clone(), operation)),
                     Err(reason) => {
                         self.fail(&posting.id, &reason).await?;
@@ -351,4 +487,16 @@ impl AccountingExporter {
         );
         Ok(())
     }
+}
+
+/// An error with its causes, for the run log (`dynamics request failed: ...: ...`).
+fn error_chain(error: &Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
 }

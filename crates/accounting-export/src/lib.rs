@@ -17,4 +17,6 @@ mod error;
 mod exporter;
 
 pub use error::{Error, Result};
-pub use exporter::{AccountingExporter, AmountMismatch, ExportSummary, POSTING, Reconciliation};
+pub use exporter::{
+    AccountingExporter, AmountMismatch, ExportSummary, POSTING, PostingPlan, PostingRun, Reconciliation,
+};

@@ -33,6 +33,8 @@ pub(crate) struct RawConfig {
     pub(crate) cache: RawCache,
     #[serde(default)]
     pub(crate) retention: RawRetention,
+    #[serde(default)]
+    pub(crate) accounting: RawAccounting,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,4 +164,10 @@ pub(crate) struct RawCache {
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub(crate) struct RawRetention {
     pub(crate) days: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) struct RawAccounting {
+    pub(crate) enabled: Option<bool>,
 }

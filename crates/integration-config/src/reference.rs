@@ -314,6 +314,11 @@ pub const SETTINGS: &[Setting] = &[
         "90",
         "Days to keep run logs, failed-record payloads and sent notifications (GDPR).",
     ),
+    s(
+        "accounting.enabled",
+        "false",
+        "Export approved postings (honoraria, expense reimbursements) to Dynamics after each organisation's sync in `run` and `daemon`, then reconcile them; `sync-worker export-postings` runs it alone. Needs `[records.posting]` in the mapping.",
+    ),
 ];
 
 /// The reference as Markdown tables, as embedded in README.md.

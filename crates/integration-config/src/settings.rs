@@ -40,6 +40,8 @@ pub struct IntegrationConfig {
     pub cache: CacheSettings,
     /// How long personal data in logs and queues is kept.
     pub retention: RetentionSettings,
+    /// The accounting export.
+    pub accounting: AccountingSettings,
 }
 
 /// One organisation served by the app that syncs with a Dynamics instance.
@@ -271,6 +273,13 @@ pub struct HealthSettings {
 pub struct CacheSettings {
     /// Cached status older than this is flagged stale.
     pub stale_after: Duration,
+}
+
+/// The accounting export (the card's AccountingExporterService).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AccountingSettings {
+    /// Whether `run` and `daemon` export approved postings after each organisation's sync and reconcile them.
+    pub enabled: bool,
 }
 
 /// Retention of personal data in run logs, failed-record payloads and sent notifications.

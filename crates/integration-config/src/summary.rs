@@ -194,10 +194,19 @@ impl Display for Summary<'_> {
             "certification cache      stale after {} h",
             c.cache.stale_after.as_secs() / 3600
         )?;
-        write!(
+        writeln!(
             f,
             "retention                {} days",
             c.retention.period.as_secs() / 86_400
+        )?;
+        write!(
+            f,
+            "accounting export        {}",
+            if c.accounting.enabled {
+                "on: approved postings are exported and reconciled after each sync"
+            } else {
+                "off"
+            }
         )
     }
 }

@@ -89,8 +89,29 @@ impl<'a> Validator<'a> {
             retention: RetentionSettings {
                 period: days(self.int(raw.retention.days, "retention.days", 90, 1..=3650)),
             },
+            accounting: self.accounting(&raw.accounting, &organisations),
             organisations,
         }
+    }
+
+    /// The accounting export: when enabled, every organisation's mapping must describe the postings table.
+    fn accounting(&mut self, raw: &RawAccounting, organisations: &[OrganisationConfig]) -> AccountingSettings {
+        let enabled = raw.enabled.unwrap_or(false);
+        if enabled {
+            for org in organisations {
+                if org.mapping.record("posting").is_none() {
+                    self.push(
+                        "accounting.enabled",
+                        format!(
+                            "organisation {}'s mapping ({}) has no [records.posting], so its postings cannot be \
+                             exported; add one (see builtin:hlf-default) or set enabled = false",
+                            org.id, org.mapping_source
+                        ),
+                    );
+                }
+            }
+        }
+        AccountingSettings { enabled }
     }
 
     /// An integer setting in `range`, or `default` when absent.

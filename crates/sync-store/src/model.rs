@@ -235,6 +235,8 @@ pub enum RunKind {
     Sync,
     /// A reconcile (full compare).
     Reconcile,
+    /// An accounting export of approved postings, with its reconciliation.
+    Postings,
 }
 
 /// How a run ended.
@@ -287,6 +289,9 @@ pub struct RunMetrics {
     pub full_resyncs: u64,
     /// Records and fields that differ between the two sides (reconcile runs).
     pub divergence: Option<Divergence>,
+    /// What an accounting export did and what its reconciliation found (posting runs).
+    #[serde(default)]
+    pub postings: Option<PostingMetrics>,
     /// Anything else worth keeping, by name.
     #[serde(default)]
     pub notes: BTreeMap<String, String>,
@@ -296,6 +301,36 @@ pub struct RunMetrics {
     /// Microseconds spent deciding: reading rows into mapped values and the three-way decisions.
     #[serde(default)]
     pub decide_us: u64,
+}
+
+/// What a posting export run did, and what its reconciliation found.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PostingMetrics {
+    /// Postings Dynamics confirmed in this run, now marked exported.
+    pub exported: u64,
+    /// Postings that failed and were queued.
+    pub failed: u64,
+    /// Postings held back: dead or dismissed in the failed-record queue.
+    pub held: u64,
+    /// Postings marked exported that the reconciliation looked up in Dynamics.
+    pub checked: u64,
+    /// Postings marked exported that Dynamics does not hold.
+    pub missing: u64,
+    /// Postings whose amount in Dynamics differs from the app's.
+    pub differing: u64,
+    /// The first of the missing and differing postings' ids (at most [`PostingMetrics::SAMPLE`]), for the alert and
+    /// the dashboard. Ids only: amounts and member numbers stay in the app.
+    pub sample: Vec<String>,
+}
+
+impl PostingMetrics {
+    /// How many unreconciled posting ids are kept.
+    pub const SAMPLE: usize = 20;
+
+    /// Postings exported earlier that Dynamics no longer holds as the app does.
+    pub fn unreconciled(&self) -> u64 {
+        self.missing + self.differing
+    }
 }
 
 /// How far the two sides differ, from a reconcile.

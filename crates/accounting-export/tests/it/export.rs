@@ -1,7 +1,7 @@
 //! Exactly-once export, crash safety, the failed-record queue and the reconciliation.
 
 use accounting_export::{AmountMismatch, ExportSummary, POSTING};
-use sync_store::{Direction, FailureState, Posting, PostingStore};
+use sync_store::{Direction, FailureState, Posting, PostingStore, RunKind, RunStatus};
 
 use super::{World, at, each};
 
@@ -215,6 +215,98 @@ async fn reconcile_lists_exported_postings_missing_or_different_in_dynamics() {
                 app: "300".parse().unwrap(),
                 dynamics: Some("299.99".parse().unwrap()),
             }]
+        );
+        db
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_posting_run_exports_reconciles_and_records_both_in_the_run_log() {
+    each(|db| async move {
+        let world = World::new(&db).await;
+        for (id, amount) in [("P-0001", "100"), ("P-0002", "200.50")] {
+            world.posting(id, "hlf-1001", amount).await;
+        }
+        let run = world.exporter.run().await.unwrap();
+        assert_eq!((run.status, run.error.as_deref()), (RunStatus::Succeeded, None));
+        assert_eq!(
+            (run.metrics.exported, run.metrics.checked, run.metrics.unreconciled()),
+            (2, 2, 0)
+        );
+        let recorded = world
+            .store
+            .latest_finished_run("hlf", RunKind::Postings)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(recorded.id, run.run_id);
+        assert_eq!(recorded.metrics.postings.as_ref(), Some(&run.metrics));
+        assert!(
+            recorded.metrics.requests >= 2,
+            "a batch and a lookup: {:?}",
+            recorded.metrics
+        );
+
+        // Someone deletes an exported posting in Dynamics: the next run finds it, names it by id only, and still
+        // succeeds (the alert, not the run status, reports it).
+        let state = world.sim.state();
+        let deleted = state
+            .find_by_key("hlf_postings", "hlf_postingnumber", "P-0002")
+            .unwrap();
+        state.delete("hlf_postings", deleted).unwrap();
+        let run = world.exporter.run().await.unwrap();
+        assert_eq!(run.status, RunStatus::Succeeded);
+        assert_eq!((run.metrics.exported, run.metrics.missing), (0, 1));
+        assert_eq!(run.metrics.sample, ["P-0002"]);
+
+        // Dynamics refuses the batch: a failed run with the reason, nothing marked.
+        world.posting("P-0003", "hlf-1001", "5").await;
+        world.sim.faults().fail_next(1, 400);
+        let run = world.exporter.run().await.unwrap();
+        assert_eq!(run.status, RunStatus::Failed);
+        assert!(
+            run.error.as_deref().unwrap().starts_with("dynamics request failed: "),
+            "{run:?}"
+        );
+        let recorded = world
+            .store
+            .latest_finished_run("hlf", RunKind::Postings)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(recorded.status, RunStatus::Failed);
+        db
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dry_run_plan_lists_what_would_be_sent_and_writes_nothing() {
+    each(|db| async move {
+        let world = World::new(&db).await;
+        world.posting("P-0001", "hlf-1001", "100").await;
+        // More decimals than the column keeps (scale 2): refused before sending.
+        world.posting("P-0002", "hlf-1001", "1.005").await;
+        let plan = world.exporter.plan().await.unwrap();
+        assert_eq!(plan.ready, ["P-0001"]);
+        assert_eq!(plan.invalid.len(), 1, "{plan:?}");
+        assert_eq!(plan.invalid[0].0, "P-0002");
+        assert!(!plan.invalid[0].1.contains("1.005"), "no amounts in reasons: {plan:?}");
+        assert_eq!(world.rows_in_dynamics(), 0);
+        assert_eq!(world.store.postings_to_export("hlf", None, 10).await.unwrap().len(), 2);
+        assert_eq!(
+            world
+                .store
+                .failure("hlf", POSTING, "P-0002", Direction::Push)
+                .await
+                .unwrap(),
+            None,
+            "a plan queues nothing"
+        );
+        assert!(
+            world.store.recent_runs("hlf", 10).await.unwrap().is_empty(),
+            "a plan is not a run"
         );
         db
     })

@@ -556,3 +556,28 @@ fn a_relative_secret_file_is_relative_to_the_configuration_file() {
     assert!(secret.path().unwrap().is_absolute());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_accounting_export_is_off_by_default_and_needs_a_postings_mapping_when_on() {
+    assert!(!load(MINIMAL, &good_env()).unwrap().accounting.enabled);
+    let on = format!("{MINIMAL}\n[accounting]\nenabled = true\n");
+    assert!(load(&on, &good_env()).unwrap().accounting.enabled);
+
+    // A mapping without [records.posting]: the builtin one minus that table.
+    let dir = secret_dir("accounting");
+    let builtin = std::fs::read_to_string(fixtures().join("../mapping/hlf-default.toml")).unwrap();
+    let without = builtin.split("[records.posting]").next().unwrap();
+    std::fs::write(dir.join("mapping.toml"), without).unwrap();
+    let text =
+        "mapping = \"mapping.toml\"\n[[organisations]]\nid = \"hlf\"\nname = \"HLF\"\n[accounting]\nenabled = true\n";
+    std::fs::write(dir.join("config.toml"), text).unwrap();
+    let error = IntegrationConfig::load(&dir.join("config.toml"), &good_env()).unwrap_err();
+    let found: Vec<String> = error.problems().iter().map(ToString::to_string).collect();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].starts_with("accounting.enabled: organisation hlf's mapping (")
+            && found[0].contains("has no [records.posting]"),
+        "{found:#?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
