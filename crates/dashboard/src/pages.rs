@@ -313,6 +313,30 @@ fn overview_body(frame: &Frame<'_>, data: &Overview) -> Markup {
                             a href={(base.to("/failures")) "?org=" (org.id)} { "the failed records say why" }
                         }
                     }
+                    @if let Some(postings) = &org.postings {
+                        @let m = &postings.metrics;
+                        dt { "Accounting export" }
+                        dd {
+                            span class={"status " (run_status(postings.status))} { (run_status(postings.status)) }
+                            " · " (time(postings.started_at, now)) " · "
+                            (m.exported) " exported, " (m.failed) " failed, " (m.held) " held"
+                            @if let Some(error) = &postings.error { br; span class="error" { (error) } }
+                        }
+                        @if let Some(r) = &postings.reconciled {
+                            dt { "Postings reconciled" }
+                            @if r.unreconciled() == 0 {
+                                dd { (r.checked) " exported postings checked; Dynamics holds them all as the app does" }
+                            } @else {
+                                dd class="warn" {
+                                    (r.checked) " checked: " (r.missing) " missing in Dynamics, "
+                                    (r.differing) " with another amount (posting ids "
+                                    (r.sample.join(", "))
+                                    @if r.unreconciled() > r.sample.len() as u64 { " …" }
+                                    ")"
+                                }
+                            }
+                        }
+                    }
                 }
                 h3 { "Last " (org.chart.len()) " runs" }
                 (runs_chart(&org.chart))
@@ -390,9 +414,14 @@ fn runs_body(frame: &Frame<'_>, org: Option<&str>, runs: &[RunView]) -> Markup {
                                 td { (format!("{:?}", run.kind).to_lowercase()) }
                                 td { span class={"status " (run_status(run.status))} { (run_status(run.status)) } }
                                 td class="num" { (duration(run.metrics.duration_ms)) }
-                                @for d in [&run.metrics.pull, &run.metrics.push] {
-                                    td class="num" {
-                                        (d.read) " / " (d.written) " / " (d.skipped) " / " (d.failed) " / " (d.conflicts)
+                                @if let Some(p) = &run.metrics.postings {
+                                    td class="num" { (p.checked) " checked, " (p.unreconciled()) " unreconciled" }
+                                    td class="num" { (p.exported) " postings exported, " (p.failed) " failed" }
+                                } @else {
+                                    @for d in [&run.metrics.pull, &run.metrics.push] {
+                                        td class="num" {
+                                            (d.read) " / " (d.written) " / " (d.skipped) " / " (d.failed) " / " (d.conflicts)
+                                        }
                                     }
                                 }
                                 td class="num" { (run.metrics.requests) }

@@ -43,6 +43,8 @@ pub(crate) struct OrganisationOverview {
     pub(crate) mismatches: u64,
     /// Active mentors Dynamics has never confirmed (no contact, or every write refused).
     pub(crate) not_in_dynamics: u64,
+    /// The newest accounting export and its reconciliation, once one ran.
+    pub(crate) postings: Option<health_monitor::PostingHealth>,
     pub(crate) alerts: Vec<AlertView>,
     pub(crate) failed_retrying: usize,
     pub(crate) failed_dead: usize,
@@ -315,6 +317,7 @@ pub(crate) async fn overview(shared: &Shared) -> Result<Overview> {
             last_success: health.last_success,
             mismatches: health.mismatch_count,
             not_in_dynamics: health.not_in_dynamics,
+            postings: health.postings,
             alerts: alerts.into_iter().map(alert_view).collect(),
             failed_retrying: shared.store.failures(&org.id, FailureState::Retrying).await?.len(),
             failed_dead: shared.store.failures(&org.id, FailureState::Dead).await?.len(),

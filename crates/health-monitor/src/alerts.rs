@@ -12,12 +12,13 @@ use crate::texts;
 
 /// The causes the monitor owns: it raises and resolves these. `schema-drift:<table>` is raised and resolved by the
 /// engine, which sees the metadata; the monitor reports it.
-pub const MANAGED_CAUSES: [&str; 5] = [
+pub const MANAGED_CAUSES: [&str; 6] = [
     "sync-failing",
     "auth-expired",
     "secret-expiry",
     "delta-token-expiring",
     "certification-mismatch",
+    "postings-unreconciled",
 ];
 
 /// An alert that should be open now.
@@ -269,6 +270,30 @@ pub(crate) fn conditions(health: &OrganisationHealth, settings: &HealthSettings)
                     n => format!(" ({n} of them shown on the public site although they must not be)"),
                 },
                 members.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            ),
+            stage: None,
+        });
+    }
+    if let Some(m) = health.postings.as_ref().and_then(|p| p.reconciled.as_ref())
+        && m.unreconciled() > 0
+    {
+        let more = m.unreconciled().saturating_sub(m.sample.len() as u64);
+        wanted.push(Condition {
+            cause: "postings-unreconciled",
+            severity: Severity::Warning,
+            message: format!(
+                "The last accounting export found {} exported postings that Dynamics no longer holds as the app \
+                 does ({} missing, {} with another amount): posting ids {}{}. Someone deleted or edited them in \
+                 Dynamics; the app keeps them as exported. See the runbook, \"postings unreconciled\".",
+                m.unreconciled(),
+                m.missing,
+                m.differing,
+                m.sample.join(", "),
                 if more > 0 {
                     format!(" and {more} more")
                 } else {

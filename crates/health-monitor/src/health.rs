@@ -11,7 +11,8 @@ use integration_config::{HealthSettings, IntegrationConfig, OrganisationConfig};
 use serde::Serialize;
 use sync_engine::{Clock, NOTE_AADSTS, certification_view, changed_at, local_today};
 use sync_store::{
-    Alert, AlertState, AppStore, CacheEntry, Direction, LastSuccess, RunKind, RunRecord, RunStatus, Severity, Store,
+    Alert, AlertState, AppStore, CacheEntry, Direction, LastSuccess, PostingMetrics, RunKind, RunRecord, RunStatus,
+    Severity, Store,
 };
 
 use crate::error::Result;
@@ -212,8 +213,28 @@ pub struct OrganisationHealth {
     pub not_in_dynamics: u64,
     /// Failed records by state (`retrying`, `dead`, `dismissed`).
     pub failed_records: BTreeMap<String, u64>,
+    /// The newest finished accounting export, when postings are exported (`[accounting] enabled`).
+    pub postings: Option<PostingHealth>,
     /// Open and acknowledged alerts, most severe first.
     pub open_alerts: Vec<AlertView>,
+}
+
+/// The newest finished accounting export and what its reconciliation found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PostingHealth {
+    /// The run's id.
+    pub run_id: String,
+    /// `succeeded`, `partial` (postings queued as failed) or `failed` (the export could not finish).
+    pub status: RunStatus,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// Its figures: exported, failed, held, and the reconciliation's missing and differing postings.
+    pub metrics: PostingMetrics,
+    /// The figures of the newest export that finished its reconciliation (this one, unless it failed): what the
+    /// `postings-unreconciled` alert follows, so a failed export neither raises nor resolves it.
+    pub reconciled: Option<PostingMetrics>,
 }
 
 /// The newest finished sync run, briefly.
@@ -324,12 +345,36 @@ impl HealthMonitor {
             mismatch_count: comparison.mismatch_count,
             not_in_dynamics: comparison.not_in_dynamics,
             failed_records: self.store.failure_counts(org).await?,
+            postings: self.postings(org).await?,
             open_alerts: alerts.iter().map(alert_view).collect(),
         };
         let (status, reasons) = judge(&health, &self.settings, self.stale_after);
         health.status = status;
         health.reasons = reasons;
         Ok(health)
+    }
+
+    /// The newest accounting export, and the figures of the newest one that reconciled.
+    async fn postings(&self, org: &str) -> Result<Option<PostingHealth>> {
+        let Some(run) = self.store.latest_finished_run(org, RunKind::Postings).await? else {
+            return Ok(None);
+        };
+        let reconciled = if run.status == RunStatus::Failed {
+            self.store
+                .latest_completed_run(org, RunKind::Postings)
+                .await?
+                .map(|r| r.metrics.postings.unwrap_or_default())
+        } else {
+            run.metrics.postings.clone()
+        };
+        Ok(Some(PostingHealth {
+            run_id: run.id,
+            status: run.status,
+            started_at: run.started_at,
+            error: run.error,
+            metrics: run.metrics.postings.unwrap_or_default(),
+            reconciled,
+        }))
     }
 
     /// The delta token's age and remaining life, when the pull of the mentor table uses change tracking.
@@ -526,6 +571,17 @@ pub(crate) fn judge(
             Severity::Warning => Status::Degraded,
         };
         add(status, format!("alert {}: {}", alert.cause, alert.message));
+    }
+    if let Some(postings) = &health.postings
+        && postings.status == RunStatus::Failed
+    {
+        add(
+            Status::Degraded,
+            format!(
+                "the last accounting export failed: {}",
+                postings.error.as_deref().unwrap_or("unknown")
+            ),
+        );
     }
     if health.cache.stale {
         add(

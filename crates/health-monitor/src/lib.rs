@@ -20,7 +20,7 @@ pub use deliver::{Deliverer, DeliveryReport};
 pub use error::{Error, Result};
 pub use health::{
     AlertView, Authentication, CacheHealth, Connectivity, DeltaTokenHealth, FailureRate, HealthMonitor, Mismatch,
-    OrganisationHealth, Probe, Status,
+    OrganisationHealth, PostingHealth, Probe, Status,
 };
 pub use metrics::{METRICS_CONTENT_TYPE, metrics_router, render_metrics};
 pub use sync_store::LastSuccess;

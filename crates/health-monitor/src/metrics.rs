@@ -45,6 +45,10 @@ struct Families {
     failed_records: IntGaugeVec,
     notifications: IntGaugeVec,
     mismatches: IntGaugeVec,
+    postings_last_run: IntGaugeVec,
+    postings_unreconciled: IntGaugeVec,
+    postings_last_run_timestamp: GaugeVec,
+    postings_last_run_failed: IntGaugeVec,
 }
 
 /// Renders the metrics of `organisations` in the Prometheus text format. Reads the sync store only.
@@ -186,6 +190,27 @@ impl Families {
                 "Mentors whose certification status or public-site flag differs between the app and Dynamics.",
                 org,
             )?,
+            postings_last_run: int_gauge(
+                "hlf_sync_postings_last_run",
+                "Postings handled by the newest finished accounting export, by outcome (exported, failed, held).",
+                &["organisation", "outcome"],
+            )?,
+            postings_unreconciled: int_gauge(
+                "hlf_sync_postings_unreconciled",
+                "Exported postings the newest accounting export found changed in Dynamics, by kind (missing: \
+                 deleted there; differing: another amount).",
+                &["organisation", "kind"],
+            )?,
+            postings_last_run_timestamp: gauge(
+                "hlf_sync_postings_last_run_timestamp_seconds",
+                "Start of the newest finished accounting export, in Unix time.",
+                org,
+            )?,
+            postings_last_run_failed: int_gauge(
+                "hlf_sync_postings_last_run_failed",
+                "1 when the newest accounting export could not finish (Dynamics unreachable, credentials), else 0.",
+                org,
+            )?,
             registry,
         };
         families.register()?;
@@ -213,6 +238,10 @@ impl Families {
             Box::new(self.failed_records.clone()),
             Box::new(self.notifications.clone()),
             Box::new(self.mismatches.clone()),
+            Box::new(self.postings_last_run.clone()),
+            Box::new(self.postings_unreconciled.clone()),
+            Box::new(self.postings_last_run_timestamp.clone()),
+            Box::new(self.postings_last_run_failed.clone()),
         ];
         for collector in collectors {
             self.registry.register(collector).map_err(metrics_error)?;
@@ -320,6 +349,22 @@ impl Families {
         self.mismatches
             .with_label_values(&[org])
             .set(int(health.mismatch_count));
+        // Only when postings are exported: an organisation without the accounting export has no such series.
+        if let Some(postings) = &health.postings {
+            let m = &postings.metrics;
+            for (outcome, n) in [("exported", m.exported), ("failed", m.failed), ("held", m.held)] {
+                self.postings_last_run.with_label_values(&[org, outcome]).set(int(n));
+            }
+            for (kind, n) in [("missing", m.missing), ("differing", m.differing)] {
+                self.postings_unreconciled.with_label_values(&[org, kind]).set(int(n));
+            }
+            self.postings_last_run_timestamp
+                .with_label_values(&[org])
+                .set(unix(postings.started_at));
+            self.postings_last_run_failed
+                .with_label_values(&[org])
+                .set(i64::from(postings.status == RunStatus::Failed));
+        }
         Ok(())
     }
 }

@@ -99,6 +99,24 @@ impl Store {
         row.as_ref().map(run_from).transpose()
     }
 
+    /// The newest run of a kind that finished without failing as a whole (succeeded or partial): the last one whose
+    /// figures are complete, e.g. the last accounting export whose reconciliation ran.
+    pub async fn latest_completed_run(&self, organisation_id: &str, kind: RunKind) -> Result<Option<RunRecord>> {
+        let row = sqlx::query(
+            "SELECT id, organisation_id, kind, started_at, finished_at, status, error, metrics FROM sync_run
+             WHERE organisation_id = $1 AND kind = $2 AND finished_at IS NOT NULL AND status IN ($3, $4)
+             ORDER BY started_at DESC, id DESC LIMIT 1",
+        )
+        .bind(organisation_id)
+        .bind(enum_text(&kind))
+        .bind(enum_text(&RunStatus::Succeeded))
+        .bind(enum_text(&RunStatus::Partial))
+        .fetch_optional(&self.pool)
+        .await
+        .doing("reading the run log")?;
+        row.as_ref().map(run_from).transpose()
+    }
+
     /// Claims a due notification for delivery until `until`. Only one caller wins a claim, so two deliverers (two
     /// worker processes, or a worker and the dashboard) never send the same notification at once; if the winner
     /// dies before recording the outcome, the notification is due again at `until`.

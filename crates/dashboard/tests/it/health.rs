@@ -120,3 +120,54 @@ async fn the_cache_page_flags_stale_entries_by_the_shared_definition() {
     drop(w);
     db.cleanup().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_overview_and_run_log_show_the_accounting_export_and_its_reconciliation() {
+    each(|db| async move {
+        let w = World::new(&db).await;
+        let (_, _, page) = send(&w.router, get("/").bearer(TOKEN)).await;
+        assert!(
+            !page.contains("Accounting export"),
+            "no export has run: nothing to show"
+        );
+
+        let now = sync_engine::Clock::now(&*w.clock);
+        let id = w
+            .store
+            .start_run("hlf", sync_store::RunKind::Postings, now)
+            .await
+            .unwrap();
+        let metrics = sync_store::RunMetrics {
+            postings: Some(sync_store::PostingMetrics {
+                exported: 12,
+                failed: 1,
+                held: 0,
+                checked: 40,
+                missing: 1,
+                differing: 1,
+                sample: vec!["P-0002".into(), "P-0003".into()],
+            }),
+            ..Default::default()
+        };
+        w.store
+            .finish_run(&id, sync_store::RunStatus::Partial, &metrics, None, now)
+            .await
+            .unwrap();
+
+        let (code, _, page) = send(&w.router, get("/").bearer(TOKEN)).await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(page.contains("12 exported, 1 failed, 0 held"), "{page}");
+        assert!(
+            page.contains("40 checked: 1 missing in Dynamics, 1 with another amount (posting ids P-0002, P-0003)"),
+            "{page}"
+        );
+        let (_, _, overview) = send(&w.router, get("/api/overview").bearer(TOKEN)).await;
+        let overview: Value = serde_json::from_str(&overview).unwrap();
+        assert_eq!(overview["organisations"][0]["postings"]["metrics"]["missing"], 1);
+        let (_, _, runs) = send(&w.router, get("/runs").bearer(TOKEN)).await;
+        assert!(runs.contains("<td>postings</td>"), "{runs}");
+        assert!(runs.contains("12 postings exported, 1 failed"), "{runs}");
+        db
+    })
+    .await;
+}

@@ -170,3 +170,60 @@ async fn metrics_route_serves_the_text_format() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_accounting_export_has_series_only_once_it_ran() {
+    each_database(|db| async move {
+        let f = Fixture::new(&db, config("", "")).await;
+        f.succeeded().await;
+        let text = render_metrics(&f.monitor, &f.config.organisations).await.unwrap();
+        assert!(!text.contains("hlf_sync_postings"), "{text}");
+
+        let now = f.clock.now();
+        let id = f.store.start_run("hlf", RunKind::Postings, now).await.unwrap();
+        let metrics = RunMetrics {
+            postings: Some(sync_store::PostingMetrics {
+                exported: 12,
+                failed: 1,
+                held: 2,
+                checked: 40,
+                missing: 3,
+                differing: 1,
+                sample: vec!["P-1".into()],
+            }),
+            ..RunMetrics::default()
+        };
+        f.store
+            .finish_run(&id, RunStatus::Partial, &metrics, None, now)
+            .await
+            .unwrap();
+        let scrape = parse(&render_metrics(&f.monitor, &f.config.organisations).await.unwrap());
+        assert_eq!(
+            value(&scrape, "hlf_sync_postings_last_run", &[("outcome", "exported")]),
+            12.0
+        );
+        assert_eq!(
+            value(&scrape, "hlf_sync_postings_last_run", &[("outcome", "failed")]),
+            1.0
+        );
+        assert_eq!(
+            value(&scrape, "hlf_sync_postings_last_run", &[("outcome", "held")]),
+            2.0
+        );
+        assert_eq!(
+            value(&scrape, "hlf_sync_postings_unreconciled", &[("kind", "missing")]),
+            3.0
+        );
+        assert_eq!(
+            value(&scrape, "hlf_sync_postings_unreconciled", &[("kind", "differing")]),
+            1.0
+        );
+        assert_eq!(value(&scrape, "hlf_sync_postings_last_run_failed", &[]), 0.0);
+        assert_eq!(
+            value(&scrape, "hlf_sync_postings_last_run_timestamp_seconds", &[]),
+            now.timestamp() as f64
+        );
+        db
+    })
+    .await;
+}

@@ -3,7 +3,7 @@
 
 use health_monitor::{Authentication, Probe, Status};
 use sync_engine::Clock;
-use sync_store::{Direction, Severity, Watermark};
+use sync_store::{Direction, RunKind, RunMetrics, RunStatus, Severity, Watermark};
 
 use crate::{Fixture, at, config, day, each_database};
 
@@ -369,6 +369,83 @@ async fn schema_drift_raised_by_the_engine_is_reported_and_makes_it_unhealthy() 
         assert_eq!(e.health.status, Status::Unhealthy);
         assert!(e.resolved.is_empty(), "the monitor leaves the engine's alerts alone");
         assert_eq!(f.open_causes().await, vec!["schema-drift:contact"]);
+        db
+    })
+    .await;
+}
+
+/// Records a finished accounting export run starting now.
+async fn posting_run(f: &Fixture, status: RunStatus, postings: sync_store::PostingMetrics) {
+    let now = sync_engine::Clock::now(&*f.clock);
+    let id = f.store.start_run("hlf", RunKind::Postings, now).await.unwrap();
+    let metrics = RunMetrics {
+        postings: Some(postings),
+        ..RunMetrics::default()
+    };
+    let error = (status == RunStatus::Failed).then_some("dynamics request failed: 503");
+    f.store.finish_run(&id, status, &metrics, error, now).await.unwrap();
+}
+
+#[tokio::test]
+async fn postings_unreconciled_is_raised_with_ids_only_and_resolved_by_a_clean_export() {
+    each_database(|db| async move {
+        let f = Fixture::new(&db, config("", "")).await;
+        f.succeeded().await;
+        let e = f.monitor.evaluate(f.organisation(), Probe::Skip).await.unwrap();
+        assert_eq!(e.health.postings, None, "no accounting export has run");
+
+        posting_run(
+            &f,
+            RunStatus::Succeeded,
+            sync_store::PostingMetrics {
+                exported: 4,
+                checked: 10,
+                missing: 1,
+                differing: 1,
+                sample: vec!["P-0002".into(), "P-0003".into()],
+                ..Default::default()
+            },
+        )
+        .await;
+        let e = f.monitor.evaluate(f.organisation(), Probe::Skip).await.unwrap();
+        assert_eq!(e.raised, vec!["postings-unreconciled"]);
+        let alert = f.store.active_alerts("hlf").await.unwrap().remove(0);
+        assert_eq!(alert.severity, Severity::Warning);
+        assert!(
+            alert.message.contains("2 exported postings") && alert.message.contains("posting ids P-0002, P-0003."),
+            "{}",
+            alert.message
+        );
+        assert_eq!(e.health.status, Status::Degraded, "{:?}", e.health.reasons);
+
+        // A failed export is a reason of its own and reconciled nothing: the alert neither resolves nor changes.
+        f.advance_hours(24);
+        f.succeeded().await;
+        posting_run(&f, RunStatus::Failed, sync_store::PostingMetrics::default()).await;
+        let e = f.monitor.evaluate(f.organisation(), Probe::Skip).await.unwrap();
+        assert!(e.resolved.is_empty(), "{:?}", e.resolved);
+        assert_eq!(f.open_causes().await, ["postings-unreconciled"]);
+        assert!(
+            e.health
+                .reasons
+                .contains(&"the last accounting export failed: dynamics request failed: 503".to_owned()),
+            "{:?}",
+            e.health.reasons
+        );
+
+        // An admin restores the rows in Dynamics: the next export finds nothing, and the alert resolves.
+        f.advance_hours(24);
+        posting_run(
+            &f,
+            RunStatus::Succeeded,
+            sync_store::PostingMetrics {
+                checked: 10,
+                ..Default::default()
+            },
+        )
+        .await;
+        let e = f.monitor.evaluate(f.organisation(), Probe::Skip).await.unwrap();
+        assert_eq!(e.resolved, vec!["postings-unreconciled"]);
         db
     })
     .await;
