@@ -35,6 +35,17 @@ pub(crate) struct PlanArgs {
     values: bool,
 }
 
+/// Which organisations `export-postings` covers, and whether it only shows what it would do.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ExportPostingsArgs {
+    #[command(flatten)]
+    orgs: OrgArgs,
+    /// Show which postings an export would send now and reconcile the ones exported before (both read only);
+    /// write nothing to Dynamics or the store.
+    #[arg(long)]
+    dry_run: bool,
+}
+
 /// What `export-csv` writes, and where.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ExportCsvArgs {
@@ -184,11 +195,12 @@ pub(crate) async fn serve(config: &IntegrationConfig) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs one sync per organisation. Exit 0 when every run succeeded or only queued failed records, 1 when a run
-/// failed as a whole; a run skipped because another holds the lock is not a failure.
+/// Runs one sync per organisation, then (with `[accounting] enabled`) its posting export. Exit 0 when every run
+/// succeeded or only queued failed records, 1 when a run or an export failed as a whole; a run skipped because
+/// another holds the lock is not a failure.
 pub(crate) async fn run(config: &IntegrationConfig, args: &OrgArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
-    let services = services(config, args).await?;
+    let (store, services) = store_and_services(config, args).await?;
     for service in &services {
         let org = service.organisation_id().to_owned();
         match run_with_progress(service).await {
@@ -203,11 +215,136 @@ pub(crate) async fn run(config: &IntegrationConfig, args: &OrgArgs) -> anyhow::R
                     "organisation {organisation}: skipped, another run holds the lock{}",
                     holder.map(|h| format!(" ({h})")).unwrap_or_default()
                 );
+                continue;
             }
             Err(e) => return Err(e).with_context(|| format!("the sync of organisation {org}")),
         }
+        if config.accounting.enabled {
+            failed |= !export_postings_after_sync(config, &store, service).await?;
+        }
     }
     crate::monitor::after_runs(config, &organisation_ids(&services)).await;
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// The accounting export of one organisation after its sync, printed as one line. False when it failed as a whole
+/// (recorded in the run log and shown by health-check either way).
+async fn export_postings_after_sync(
+    config: &IntegrationConfig,
+    store: &Store,
+    service: &SyncService,
+) -> anyhow::Result<bool> {
+    let run = posting_exporter(config, store, service)?.run().await.with_context(|| {
+        format!(
+            "recording the posting export of organisation {}",
+            service.organisation_id()
+        )
+    })?;
+    println!("{}", posting_line(service.organisation_id(), &run));
+    Ok(run.status != RunStatus::Failed)
+}
+
+/// The accounting exporter of a service's organisation, on the same client (its credentials and rate budget).
+fn posting_exporter(
+    config: &IntegrationConfig,
+    store: &Store,
+    service: &SyncService,
+) -> anyhow::Result<accounting_export::AccountingExporter> {
+    let org = service.organisation_id();
+    let organisation = config
+        .organisation(org)
+        .ok_or_else(|| crate::UnknownOrganisation(org.to_owned()))?;
+    accounting_export::AccountingExporter::new(
+        organisation,
+        config,
+        service.client().clone(),
+        Arc::new(store.clone()),
+        store.clone(),
+        Arc::new(SystemClock),
+    )
+    .with_context(|| format!("setting up the posting export of organisation {org}"))
+}
+
+/// `postings of hlf: 12 exported, 0 failed, 0 held; reconciled 40: 0 missing in Dynamics, 0 with another amount`.
+fn posting_line(org: &str, run: &accounting_export::PostingRun) -> String {
+    let m = &run.metrics;
+    match &run.error {
+        Some(error) => format!(
+            "postings of {org}: export failed ({error}); {} exported before it stopped. Nothing is lost: the next \
+             export sends the rest",
+            m.exported
+        ),
+        None => format!(
+            "postings of {org}: {} exported, {} failed, {} held; reconciled {}: {} missing in Dynamics, {} with another \
+             amount{}",
+            m.exported,
+            m.failed,
+            m.held,
+            m.checked,
+            m.missing,
+            m.differing,
+            if m.sample.is_empty() {
+                String::new()
+            } else {
+                format!(" (posting ids {})", m.sample.join(", "))
+            }
+        ),
+    }
+}
+
+/// `export-postings`: the accounting export alone, or with `--dry-run` what it would do. Exit 0 when it finished
+/// (also with postings queued as failed), 1 when it failed as a whole, 3 when `[accounting]` is off.
+pub(crate) async fn export_postings(config: &IntegrationConfig, args: &ExportPostingsArgs) -> anyhow::Result<ExitCode> {
+    if !config.accounting.enabled {
+        return Err(crate::AccountingOff.into());
+    }
+    let (store, services) = store_and_services(config, &args.orgs).await?;
+    let mut failed = false;
+    for service in &services {
+        let org = service.organisation_id();
+        let exporter = posting_exporter(config, &store, service)?;
+        if !args.dry_run {
+            let run = exporter
+                .run()
+                .await
+                .with_context(|| format!("recording the posting export of organisation {org}"))?;
+            println!("{}", posting_line(org, &run));
+            failed |= run.status == RunStatus::Failed;
+            continue;
+        }
+        let plan = exporter
+            .plan()
+            .await
+            .with_context(|| format!("planning the posting export of organisation {org}"))?;
+        let found = exporter
+            .reconcile()
+            .await
+            .with_context(|| format!("reconciling the postings of organisation {org}"))?;
+        println!(
+            "postings of {org} (dry run, nothing written): {} would be exported, {} would be queued as failed, {} held",
+            plan.ready.len(),
+            plan.invalid.len(),
+            plan.held
+        );
+        for (id, reason) in &plan.invalid {
+            println!("  posting {id}: {reason}");
+        }
+        println!(
+            "  reconciled {}: {} missing in Dynamics, {} with another amount",
+            found.checked,
+            found.missing.len(),
+            found.differing.len()
+        );
+        for id in found.missing.iter().take(50) {
+            println!("  posting {id}: missing in Dynamics");
+        }
+        for d in found.differing.iter().take(50) {
+            println!("  posting {}: another amount in Dynamics", d.posting_id);
+        }
+    }
+    if !args.dry_run {
+        crate::monitor::after_runs(config, &organisation_ids(&services)).await;
+    }
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
@@ -303,18 +440,31 @@ pub(crate) async fn daemon(config: &IntegrationConfig, args: &OrgArgs) -> anyhow
             running.store(true, Ordering::SeqCst);
             let outcome = run_with_progress(service).await;
             running.store(false, Ordering::SeqCst);
-            match outcome {
-                Ok(report) => print!(
-                    "{}",
-                    run_table(&format!("organisation {}", service.organisation_id()), &report)
-                ),
+            let synced = match outcome {
+                Ok(report) => {
+                    print!(
+                        "{}",
+                        run_table(&format!("organisation {}", service.organisation_id()), &report)
+                    );
+                    true
+                }
                 Err(sync_engine::Error::AlreadyRunning { organisation, .. }) => {
                     println!("organisation {organisation}: skipped, another run holds the lock");
+                    false
                 }
                 // A run that fails is recorded in the run log and alerted on; the daemon keeps its schedule.
                 Err(e) => {
-                    tracing::error!(org = %service.organisation_id(), error = %format!("{e:#}"), "sync run failed")
+                    tracing::error!(org = %service.organisation_id(), error = %format!("{e:#}"), "sync run failed");
+                    true
                 }
+            };
+            // Like a failed run, a failed export is in the run log and on the dashboard; the daemon goes on.
+            if synced
+                && config.accounting.enabled
+                && !stop.load(Ordering::SeqCst)
+                && let Err(e) = export_postings_after_sync(config, &store, service).await
+            {
+                tracing::error!(org = %service.organisation_id(), error = %format!("{e:#}"), "posting export failed");
             }
             if stop.load(Ordering::SeqCst) {
                 return Ok(ExitCode::SUCCESS);

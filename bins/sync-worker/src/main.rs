@@ -64,6 +64,10 @@ enum Command {
     /// wizard (the fallback while the API path is down; see docs/csv-fallback.md). Mentors that cannot be imported
     /// are listed with the reason in an errors file beside them.
     ExportCsv(commands::ExportCsvArgs),
+    /// The accounting export alone: send approved postings to Dynamics, then reconcile the ones exported before
+    /// (`run` and `daemon` do this after each sync when `[accounting] enabled = true`). With --dry-run, only show
+    /// what it would send and what the reconciliation finds. Exit 3 when the accounting export is off.
+    ExportPostings(commands::ExportPostingsArgs),
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -90,7 +94,11 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Demo(_) => "error",
             // The jobs' logs are read afterwards: one line as each run starts and ends, admin actions, startup.
-            Command::Run(_) | Command::Daemon(_) | Command::Reconcile(_) | Command::Serve => "info",
+            Command::Run(_)
+            | Command::Daemon(_)
+            | Command::Reconcile(_)
+            | Command::Serve
+            | Command::ExportPostings(_) => "info",
             // The others print a report; their logs say only what went wrong.
             _ => "warn",
         },
@@ -113,6 +121,7 @@ fn main() -> ExitCode {
             if error.downcast_ref::<ConfigError>().is_some()
                 || error.downcast_ref::<NoConfigFile>().is_some()
                 || error.downcast_ref::<UnknownOrganisation>().is_some()
+                || error.downcast_ref::<AccountingOff>().is_some()
                 || no_credential
             {
                 ExitCode::from(EXIT_MISCONFIGURED)
@@ -164,6 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reconcile(args) => commands::reconcile(&load_config(cli.config)?, &args).await,
         Command::Serve => commands::serve(&load_config(cli.config)?).await,
         Command::ExportCsv(args) => commands::export_csv(&load_config(cli.config)?, &args).await,
+        Command::ExportPostings(args) => commands::export_postings(&load_config(cli.config)?, &args).await,
         Command::Demo(args) => {
             demo::run(args).await?;
             Ok(ExitCode::SUCCESS)
@@ -175,6 +185,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 #[derive(Debug, thiserror::Error)]
 #[error("no organisation `{0}` in the configuration; see `sync-worker config check`")]
 pub(crate) struct UnknownOrganisation(pub(crate) String);
+
+/// `export-postings` while `[accounting] enabled` is not set (exit 3).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the accounting export is off in this configuration; set `enabled = true` under [accounting] (the mapping needs [records.posting]) to export postings"
+)]
+pub(crate) struct AccountingOff;
 
 /// No `--config` flag and no `SYNC_CONFIG` variable.
 #[derive(Debug, thiserror::Error)]

@@ -65,7 +65,7 @@ pub const ENVIRONMENT: &[Setting] = &[
     ),
     s(
         "RUST_LOG",
-        "`info` for `run`, `daemon`, `reconcile` and `serve`; `warn` for `plan`, `export-csv` and `config` (their report is the output); `error` for `demo`",
+        "`info` for `run`, `daemon`, `reconcile`, `export-postings` and `serve`; `warn` for `plan`, `export-csv` and `config` (their report is the output); `error` for `demo`",
         "Log filter, e.g. `info,dynamics_client=debug`.",
     ),
 ];

@@ -440,3 +440,137 @@ fn json_logs_are_one_object_per_line() {
     );
     assert!(!stderr.contains("json-log-test-secret"));
 }
+
+/// `[accounting] enabled`: `run` exports approved postings after the sync and reconciles them; `export-postings
+/// --dry-run` shows what it would send and writes nothing; with the export off, `export-postings` exits 3.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_exports_postings_when_the_accounting_export_is_on() {
+    use chrono::Utc;
+    use sync_store::{Mentor, Posting, Store};
+
+    let sim = dataverse_sim::Simulator::builder().start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), sim.ca_certificate_pem().unwrap()).unwrap();
+    let base = format!(
+        "mapping = \"builtin:hlf-default\"\n[store]\nurl = \"sqlite://sync.db\"\n[[organisations]]\nid = \"hlf\"\n\
+         name = \"HLF\"\nauthority_host = \"{}\"\nca_certificate_file = \"ca.pem\"\n",
+        sim.authority_url()
+    );
+    let off = dir.path().join("off.toml");
+    std::fs::write(&off, &base).unwrap();
+    let on = dir.path().join("on.toml");
+    std::fs::write(&on, format!("{base}[accounting]\nenabled = true\n")).unwrap();
+
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("sync.db").display()))
+        .await
+        .unwrap();
+    store.upsert_organisation("hlf", "HLF").await.unwrap();
+    let now = Utc::now();
+    store
+        .upsert_mentor(&Mentor {
+            id: "m1".into(),
+            organisation_id: "hlf".into(),
+            member_number: Some("1001".into()),
+            given_name: Some("Kari".into()),
+            family_name: Some("N".into()),
+            email: None,
+            phone: None,
+            coordinator_email: None,
+            dynamics_contact_id: None,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+    for (id, amount) in [("P-0001", "1250.50"), ("P-0002", "1.005")] {
+        store
+            .upsert_posting(&Posting {
+                id: id.into(),
+                mentor_id: "m1".into(),
+                member_number: None,
+                amount: amount.parse().unwrap(),
+                account: "5000".into(),
+                description: Some("Honorar".into()),
+                approved_at: Some(now),
+                exported_at: None,
+            })
+            .await
+            .unwrap();
+    }
+    store.close().await;
+
+    let env = sim.worker_environment("DYNAMICS");
+    let invoke = |args: Vec<String>| {
+        let env = env.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_sync-worker"))
+                .args(args)
+                .envs(env)
+                .env_remove("RUST_LOG")
+                .output()
+                .unwrap()
+        })
+    };
+    let with = |config: &std::path::Path, args: &[&str]| {
+        let mut all = vec!["--config".to_owned(), config.display().to_string()];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        all
+    };
+
+    let output = invoke(with(&off, &["export-postings"])).await.unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    assert!(
+        text(&output).contains("the accounting export is off"),
+        "{}",
+        text(&output)
+    );
+    let output = invoke(with(&off, &["run"])).await.unwrap();
+    assert!(
+        !text(&output).contains("postings of hlf"),
+        "off: no export: {}",
+        text(&output)
+    );
+
+    let output = invoke(with(&on, &["export-postings", "--dry-run"])).await.unwrap();
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    assert!(
+        printed.contains(
+            "postings of hlf (dry run, nothing written): 1 would be exported, 1 would be queued as failed, 0 held"
+        ),
+        "{printed}"
+    );
+    assert!(printed.contains("  posting P-0002: "), "{printed}");
+    assert_eq!(
+        sim.state().row_count("hlf_postings").unwrap(),
+        0,
+        "a dry run writes nothing"
+    );
+
+    let output = invoke(with(&on, &["run"])).await.unwrap();
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    assert!(
+        printed.contains(
+            "postings of hlf: 1 exported, 1 failed, 0 held; reconciled 1: 0 missing in Dynamics, 0 with another amount"
+        ),
+        "{printed}"
+    );
+    assert!(printed.contains("posting export finished"), "an INFO line: {printed}");
+    assert!(!printed.contains("1250"), "no amounts on the output: {printed}");
+    assert_eq!(sim.state().row_count("hlf_postings").unwrap(), 1);
+
+    // Someone deletes the exported posting in Dynamics: the next export names it and the alert is raised.
+    let state = sim.state();
+    let id = state
+        .find_by_key("hlf_postings", "hlf_postingnumber", "P-0001")
+        .unwrap();
+    state.delete("hlf_postings", id).unwrap();
+    let output = invoke(with(&on, &["export-postings"])).await.unwrap();
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    assert!(
+        printed.contains("reconciled 1: 1 missing in Dynamics, 0 with another amount (posting ids P-0001)"),
+        "{printed}"
+    );
+    assert!(printed.contains("  alert raised: postings-unreconciled"), "{printed}");
+}

@@ -250,6 +250,7 @@ async fn a_posting_run_exports_reconciles_and_records_both_in_the_run_log() {
 
         // Someone deletes an exported posting in Dynamics: the next run finds it, names it by id only, and still
         // succeeds (the alert, not the run status, reports it).
+        world.clock.advance(chrono::Duration::minutes(1));
         let state = world.sim.state();
         let deleted = state
             .find_by_key("hlf_postings", "hlf_postingnumber", "P-0002")
@@ -260,7 +261,9 @@ async fn a_posting_run_exports_reconciles_and_records_both_in_the_run_log() {
         assert_eq!((run.metrics.exported, run.metrics.missing), (0, 1));
         assert_eq!(run.metrics.sample, ["P-0002"]);
 
-        // Dynamics refuses the batch: a failed run with the reason, nothing marked.
+        // Dynamics refuses the batch: a failed run with the reason, nothing marked. (The run log orders runs by
+        // their start, so the test clock moves on as a real one would.)
+        world.clock.advance(chrono::Duration::minutes(1));
         world.posting("P-0003", "hlf-1001", "5").await;
         world.sim.faults().fail_next(1, 400);
         let run = world.exporter.run().await.unwrap();
