@@ -186,8 +186,12 @@ fn human(report: &Report) -> String {
         let _ = writeln!(out, "  failed runs in a row: {}", h.consecutive_failed_runs);
         let _ = writeln!(
             out,
-            "  certification cache: {} entries, as of {}{}",
-            h.cache.entries,
+            "  certification cache: {}, as of {}{}",
+            if h.cache.entries == 1 {
+                "1 entry".to_owned()
+            } else {
+                format!("{} entries", h.cache.entries)
+            },
             at(h.cache.as_of),
             if h.cache.stale { " (STALE)" } else { "" }
         );

@@ -358,7 +358,12 @@ pub(crate) async fn plan(config: &IntegrationConfig, args: &PlanArgs) -> anyhow:
         if args.values {
             plan = plan.with_values();
         }
-        println!("organisation {}: {plan}", service.organisation_id());
+        // The plan's lines end with a line break of their own.
+        println!(
+            "organisation {}: {}",
+            service.organisation_id(),
+            plan.to_string().trim_end()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -372,12 +377,15 @@ pub(crate) async fn reconcile(config: &IntegrationConfig, args: &OrgArgs) -> any
             .with_context(|| format!("reconciling organisation {}", service.organisation_id()))?;
         let d = report.divergence;
         println!(
-            "organisation {}: {} linked records compared, {} differ in {} fields; {} mentors not linked",
+            "organisation {}: {} compared, {} differ in {} fields; {} not linked",
             service.organisation_id(),
-            d.records_compared,
+            count(
+                usize::try_from(d.records_compared).unwrap_or(usize::MAX),
+                "linked record"
+            ),
             d.records_differing,
             d.fields_differing,
-            report.unlinked_mentors
+            count(usize::try_from(report.unlinked_mentors).unwrap_or(usize::MAX), "mentor")
         );
         // Member numbers and field names only: the values are personal data and belong on the dashboard.
         for difference in report.differences.iter().take(50) {

@@ -99,22 +99,6 @@ mod tests {
         }
     }
 
-    /// The runbook's "Reading a run" example is this table, so the runbook cannot drift from the real output.
-    #[test]
-    fn the_runbook_example_is_the_real_table() {
-        let table = run_table(
-            "organisation hlf",
-            &report(RunStatus::Succeeded, [500, 67, 433, 0, 0], [150, 150, 0, 0, 0], &[]),
-        );
-        let runbook = include_str!("../../../docs/runbook.md");
-        let example = runbook
-            .split("`run` prints one table per organisation:\n\n```\n")
-            .nth(1)
-            .and_then(|rest| rest.split("```").next())
-            .expect("the runbook's run table example");
-        assert_eq!(example, table);
-    }
-
     #[test]
     fn a_partial_run_says_how_many_records_wait_and_drift_says_nothing_was_written() {
         let partial = run_table(

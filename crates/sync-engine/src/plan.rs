@@ -33,6 +33,14 @@ pub enum PlanItem {
         /// The mentor's app id.
         mentor_id: String,
     },
+    /// A record a run would queue in the failed-record queue instead of syncing (no contact with the member
+    /// number, a value Dynamics would refuse).
+    Failure {
+        /// The mentor's app id.
+        mentor_id: String,
+        /// Why, as the failed-record queue would say it.
+        reason: String,
+    },
 }
 
 /// Every change a run would make. Displayed, it names field names and ids only, unless [`Plan::with_values`] asks
@@ -105,11 +113,21 @@ impl fmt::Display for Plan {
         } else {
             " (held back while the schema drifts)"
         };
+        let failures = self
+            .items
+            .iter()
+            .filter(|i| matches!(i, PlanItem::Failure { .. }))
+            .count();
         writeln!(
             f,
-            "{} Dynamics contact(s){held} and {} app record(s) would be written:",
+            "{} Dynamics contact(s){held} and {} app record(s) would be written{}:",
             self.dynamics_writes(),
-            self.app_writes()
+            self.app_writes(),
+            match failures {
+                0 => String::new(),
+                1 => "; 1 record would be queued as failed".to_owned(),
+                n => format!("; {n} records would be queued as failed"),
+            }
         )?;
         let changes = |changes: &[(String, String)]| -> String {
             let list: Vec<String> = changes
@@ -137,6 +155,9 @@ impl fmt::Display for Plan {
                 }
                 PlanItem::Conflict { mentor_id, field } => {
                     writeln!(f, "  conflict on mentor {mentor_id}, field {field}: held for an admin")?;
+                }
+                PlanItem::Failure { mentor_id, reason } => {
+                    writeln!(f, "  app mentor {mentor_id}: would be queued as failed: {reason}")?;
                 }
                 PlanItem::Deletion { mentor_id } => {
                     writeln!(

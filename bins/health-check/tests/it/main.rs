@@ -4,6 +4,11 @@
 // Test helpers may unwrap and panic: that is how they report a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+// The golden-output normalizer the worker's tests use, so both binaries' examples are fixed the same way.
+#[path = "../../../sync-worker/tests/it/normalize.rs"]
+#[allow(dead_code)]
+mod normalize;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -281,5 +286,17 @@ async fn a_store_never_synced_is_unhealthy_exit_2() {
         text(&output)
     );
     assert!(!empty.exists(), "a probe never creates the database");
+    setup.sim.shutdown().await;
+}
+
+/// `health-check`'s human summary after a good sync, normalized and compared with `docs/output/health-check.txt`
+/// (`UPDATE_EXPECT=1` rewrites it); the README's example is checked against the same file by the worker's tests.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_human_summary_matches_its_golden_file() {
+    let setup = setup().await;
+    let output = setup.check(&[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let printed = normalize::normalize(&String::from_utf8_lossy(&output.stdout), setup.dir.path());
+    expect_test::expect_file!["../../../../docs/output/health-check.txt"].assert_eq(&printed);
     setup.sim.shutdown().await;
 }

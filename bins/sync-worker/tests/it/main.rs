@@ -3,9 +3,10 @@
 // Test helpers may unwrap and panic: that is how they report a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
 
-mod soak;
-
+mod golden;
+mod normalize;
 mod serve;
+mod soak;
 
 use std::process::{Command, Output};
 
@@ -223,7 +224,7 @@ async fn run_syncs_each_organisation_and_plan_then_has_nothing_to_do() {
     .await
     .unwrap();
     assert!(
-        text(&output).contains("1 linked records compared, 0 differ"),
+        text(&output).contains("1 linked record compared, 0 differ"),
         "{}",
         text(&output)
     );

@@ -522,6 +522,10 @@ impl<'s> Run<'s> {
         self.processed.insert(subject.app_id.clone(), DateTime::<Utc>::MAX_UTC);
         self.relink.remove(&subject.app_id);
         if !self.apply() {
+            self.plan.push(PlanItem::Failure {
+                mentor_id: subject.app_id.clone(),
+                reason: reason.to_owned(),
+            });
             return Ok(());
         }
         match direction {
