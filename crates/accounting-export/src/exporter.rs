@@ -132,7 +132,7 @@ impl AccountingExporter {
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
         let mapping = organisation.mapping.record(POSTING).cloned().ok_or_else(|| {
-            Error::Mapping("it has no [records.posting]; see fixtures/mapping/hlf-default.toml".into())
+            Error::Mapping("it has no [records.posting]; copy the one of the built-in mapping (builtin:hlf-default, described in docs/field-mapping.md)".into())
         })?;
         if mapping.alternate_key().field != "posting_id" {
             return Err(Error::Mapping(

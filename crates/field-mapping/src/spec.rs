@@ -348,7 +348,7 @@ impl RawMapping {
         if self.records.is_empty() {
             problems.push(Problem::new(
                 "records",
-                "no record mapping; declare at least [records.mentor] (see fixtures/mapping/hlf-default.toml)",
+                "no record mapping; declare at least [records.mentor] (as the built-in mapping builtin:hlf-default does; docs/field-mapping.md)",
             ));
         }
         let records = self
