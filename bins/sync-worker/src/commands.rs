@@ -348,6 +348,44 @@ pub(crate) async fn export_postings(config: &IntegrationConfig, args: &ExportPos
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
+/// What `purge` does.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PurgeArgs {
+    /// Count what would be deleted, deleting nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// `purge`: retention now, as `run` does after its syncs; with `--dry-run`, only the counts.
+pub(crate) async fn purge(config: &IntegrationConfig, args: &PurgeArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::connect(config.store.url.expose_secret())
+        .await
+        .with_context(|| format!("opening the sync store {}", config.store.redacted_url()))?;
+    let cutoff = crate::monitor::retention_cutoff(config).context("the retention period is too long")?;
+    let days = config.retention.period.as_secs() / 86_400;
+    let report = if args.dry_run {
+        store.purge_preview(cutoff).await?
+    } else {
+        store.purge(cutoff).await?
+    };
+    println!(
+        "retention {days} days: {} {} rows from before {}",
+        if args.dry_run { "would delete" } else { "deleted" },
+        report.total(),
+        cutoff.format("%Y-%m-%d %H:%M UTC")
+    );
+    for rule in sync_store::RETENTION_RULES {
+        println!(
+            "  {:>6} {}: {}",
+            report.rows.get(rule.kind).copied().unwrap_or(0),
+            rule.kind,
+            rule.what
+        );
+    }
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Prints every change a run would make, writing nothing.
 pub(crate) async fn plan(config: &IntegrationConfig, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     for service in services(config, &args.orgs).await? {

@@ -68,6 +68,9 @@ enum Command {
     /// (`run` and `daemon` do this after each sync when `[accounting] enabled = true`). With --dry-run, only show
     /// what it would send and what the reconciliation finds. Exit 3 when the accounting export is off.
     ExportPostings(commands::ExportPostingsArgs),
+    /// Delete now what is older than `retention.days` (run logs, failed records, conflicts, notifications, resolved
+    /// alerts, unconfirmed cache entries), as `run` and `daemon` do after every round. --dry-run only counts.
+    Purge(commands::PurgeArgs),
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -174,6 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve => commands::serve(&load_config(cli.config)?).await,
         Command::ExportCsv(args) => commands::export_csv(&load_config(cli.config)?, &args).await,
         Command::ExportPostings(args) => commands::export_postings(&load_config(cli.config)?, &args).await,
+        Command::Purge(args) => commands::purge(&load_config(cli.config)?, &args).await,
         Command::Demo(args) => {
             demo::run(args).await?;
             Ok(ExitCode::SUCCESS)

@@ -46,6 +46,30 @@ pub(crate) async fn after_runs(config: &IntegrationConfig, organisations: &[Stri
         }
     }
     deliver(config, &store).await;
+    purge(config, &store).await;
+}
+
+/// Retention: deletes what is older than `retention.days` (every kind of row `sync_store::RETENTION_RULES` lists).
+/// After every `run` and daemon round; a failure is logged and tried again next time.
+pub(crate) async fn purge(config: &IntegrationConfig, store: &Store) {
+    let Some(cutoff) = retention_cutoff(config) else {
+        return;
+    };
+    match store.purge(cutoff).await {
+        Ok(report) if report.total() > 0 => tracing::info!(
+            purged = report.total(),
+            older_than = %cutoff.format("%Y-%m-%d %H:%M UTC"),
+            "retention: deleted {report}"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "retention purge failed; it is tried again after the next run"),
+    }
+}
+
+/// The moment before which rows are old enough to go.
+pub(crate) fn retention_cutoff(config: &IntegrationConfig) -> Option<chrono::DateTime<chrono::Utc>> {
+    let period = chrono::Duration::from_std(config.retention.period).ok()?;
+    chrono::Utc::now().checked_sub_signed(period)
 }
 
 /// Sends the notifications that are due now.

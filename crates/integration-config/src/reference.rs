@@ -312,7 +312,7 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "retention.days",
         "90",
-        "Days to keep run logs, failed-record payloads and sent notifications (GDPR).",
+        "Days to keep run logs, failed records, conflicts, notifications, resolved alerts and unconfirmed cache entries (GDPR; docs/privacy.md). `run` and `daemon` delete older rows after every round; `sync-worker purge [--dry-run]` does it on demand.",
     ),
     s(
         "accounting.enabled",

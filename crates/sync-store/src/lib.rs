@@ -26,3 +26,4 @@ pub use lock::RunLock;
 pub use model::*;
 pub use monitor::{CacheSummary, LastSuccess};
 pub use posting::PostingStore;
+pub use state::{PurgeReport, RETENTION_RULES, RetentionRule};

@@ -1,6 +1,7 @@
 //! The sync state: watermarks, links and shadows, the run log, failed records, conflicts, alerts, the notification
 //! outbox, the certification cache and retention.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -1309,25 +1310,129 @@ impl Store {
 
     // ----- retention -----
 
-    /// Deletes run logs, failed-record payloads of dismissed records and sent notifications older than `before`
-    /// (GDPR retention). Returns how many rows went.
-    pub async fn purge(&self, before: DateTime<Utc>) -> Result<u64> {
+    /// Deletes every row that holds personal data or refers to a person and is older than `before` (GDPR
+    /// retention, `retention.days`), whatever its state: see [`RETENTION_RULES`]. Returns how many rows of each kind
+    /// went. Links (and their shadows), watermarks and contacts still to be hidden are kept: the sync needs them,
+    /// and they go when the mentor leaves the app or with [`Store::forget_member`].
+    pub async fn purge(&self, before: DateTime<Utc>) -> Result<PurgeReport> {
+        self.retention(before, true).await
+    }
+
+    /// What [`Store::purge`] would delete now, deleting nothing.
+    pub async fn purge_preview(&self, before: DateTime<Utc>) -> Result<PurgeReport> {
+        self.retention(before, false).await
+    }
+
+    async fn retention(&self, before: DateTime<Utc>, delete: bool) -> Result<PurgeReport> {
         let cutoff = ms(before);
-        let mut purged = 0;
-        for statement in [
-            "DELETE FROM sync_run WHERE started_at < $1 AND status <> 'running'",
-            "DELETE FROM notification_outbox WHERE state <> 'pending' AND created_at < $1",
-            "DELETE FROM failed_record WHERE state = 'dismissed' AND last_failed_at < $1",
-            "DELETE FROM sync_conflict WHERE state IN ('applied', 'settled') AND detected_at < $1",
-            "DELETE FROM alert WHERE state = 'resolved' AND resolved_at < $1",
-        ] {
-            purged += sqlx::query(statement)
+        let mut report = PurgeReport::default();
+        for rule in RETENTION_RULES {
+            let n = if delete {
+                // The table and condition are the constants of RETENTION_RULES, never input.
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM {} WHERE {}",
+                    rule.table, rule.older_than
+                )))
                 .bind(cutoff)
                 .execute(&self.pool)
                 .await
                 .doing("purging old rows")?
-                .rows_affected();
+                .rows_affected()
+            } else {
+                let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT COUNT(*) FROM {} WHERE {}",
+                    rule.table, rule.older_than
+                )))
+                .bind(cutoff)
+                .fetch_one(&self.pool)
+                .await
+                .doing("counting old rows")?;
+                u64::try_from(n).unwrap_or(0)
+            };
+            report.rows.insert(rule.kind, n);
         }
-        Ok(purged)
+        Ok(report)
+    }
+}
+
+/// One kind of row retention deletes: the table, and the condition (on `$1`, the cutoff in milliseconds) that makes a
+/// row old enough.
+#[derive(Debug, Clone, Copy)]
+pub struct RetentionRule {
+    /// The name reports use.
+    pub kind: &'static str,
+    /// The table.
+    pub table: &'static str,
+    /// The SQL condition on `$1`.
+    pub older_than: &'static str,
+    /// Why the age is measured so, for docs/privacy.md and `purge --dry-run`.
+    pub what: &'static str,
+}
+
+/// Every kind of row retention deletes, and when. Each holds personal data or points at a person: run logs (errors
+/// and notes name mentors by id), failed records (errors, payloads), conflicts (both sides' values: e-mail addresses,
+/// phone numbers), notifications (recipients and bodies), resolved alerts, and certification-cache entries nobody
+/// confirmed for the whole period (mentors who left the app).
+pub const RETENTION_RULES: [RetentionRule; 6] = [
+    RetentionRule {
+        kind: "runs",
+        table: "sync_run",
+        older_than: "started_at < $1",
+        what: "run log entries, by start (also runs left `running` by a crash)",
+    },
+    RetentionRule {
+        kind: "failed records",
+        table: "failed_record",
+        older_than: "last_failed_at < $1",
+        what: "failed records not tried for the whole period, in any state (a record still failing is tried every \
+               run and stays)",
+    },
+    RetentionRule {
+        kind: "conflicts",
+        table: "sync_conflict",
+        older_than: "detected_at < $1",
+        what: "conflicts, by detection, in any state (one still open is found again by the next run if the sides \
+               still differ)",
+    },
+    RetentionRule {
+        kind: "notifications",
+        table: "notification_outbox",
+        older_than: "created_at < $1",
+        what: "notifications, by creation, in any state (also those that wait for ever for a channel)",
+    },
+    RetentionRule {
+        kind: "alerts",
+        table: "alert",
+        older_than: "state = 'resolved' AND resolved_at < $1",
+        what: "resolved alerts, by resolution (open alerts are current and stay)",
+    },
+    RetentionRule {
+        kind: "cache entries",
+        table: "certification_cache",
+        older_than: "as_of < $1",
+        what: "certification-cache entries Dynamics has not confirmed for the whole period (every run confirms the \
+               mentors it syncs)",
+    },
+];
+
+/// What a purge deleted (or, previewed, would delete), by kind of row.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PurgeReport {
+    /// Rows by [`RetentionRule::kind`].
+    pub rows: BTreeMap<&'static str, u64>,
+}
+
+impl PurgeReport {
+    /// Rows in all.
+    pub fn total(&self) -> u64 {
+        self.rows.values().sum()
+    }
+}
+
+impl std::fmt::Display for PurgeReport {
+    /// `3 runs, 0 failed records, …`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self.rows.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
+        f.write_str(&parts.join(", "))
     }
 }

@@ -482,6 +482,11 @@ async fn run_exports_postings_when_the_accounting_export_is_on() {
         })
         .await
         .unwrap();
+    // A run log entry from two years ago: retention (90 days by default) deletes it after the next `run`.
+    let ancient = store
+        .start_run("hlf", sync_store::RunKind::Sync, now - chrono::Duration::days(730))
+        .await
+        .unwrap();
     for (id, amount) in [("P-0001", "1250.50"), ("P-0002", "1.005")] {
         store
             .upsert_posting(&Posting {
@@ -574,4 +579,81 @@ async fn run_exports_postings_when_the_accounting_export_is_on() {
         "{printed}"
     );
     assert!(printed.contains("  alert raised: postings-unreconciled"), "{printed}");
+
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("sync.db").display()))
+        .await
+        .unwrap();
+    let runs = store.recent_runs("hlf", 100).await.unwrap();
+    assert!(runs.iter().all(|r| r.id != ancient), "retention ran after `run`");
+    store.close().await;
+}
+
+/// `purge --dry-run` counts what retention would delete, kind by kind; `purge` deletes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_counts_then_deletes_what_is_older_than_the_retention_period() {
+    use sync_store::{Direction, RunKind, Store};
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sync.toml"),
+        "mapping = \"builtin:hlf-default\"\n[store]\nurl = \"sqlite://sync.db\"\n[retention]\ndays = 30\n\
+         [[organisations]]\nid = \"hlf\"\nname = \"HLF\"\n",
+    )
+    .unwrap();
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("sync.db").display()))
+        .await
+        .unwrap();
+    let now = chrono::Utc::now();
+    store
+        .start_run("hlf", RunKind::Sync, now - chrono::Duration::days(40))
+        .await
+        .unwrap();
+    store
+        .start_run("hlf", RunKind::Sync, now - chrono::Duration::days(10))
+        .await
+        .unwrap();
+    store
+        .record_failure(
+            "hlf",
+            "mentor",
+            "m1",
+            Direction::Push,
+            "no contact",
+            5,
+            now - chrono::Duration::days(31),
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    let purge = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sync-worker"))
+            .arg("--config")
+            .arg(dir.path().join("sync.toml"))
+            .arg("purge")
+            .args(args)
+            .env("DYNAMICS_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47")
+            .env("DYNAMICS_CLIENT_ID", "0b6f3c1e-9a63-4c62-8b1e-2f6f1c9b7d11")
+            .env("DYNAMICS_CLIENT_SECRET", "not-used")
+            .env("DYNAMICS_INSTANCE_URL", "https://hlf.crm4.dynamics.com")
+            .output()
+            .unwrap()
+    };
+    let output = purge(&["--dry-run"]);
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    assert!(
+        printed.starts_with("retention 30 days: would delete 2 rows from before "),
+        "{printed}"
+    );
+    assert!(printed.contains("       1 runs: run log entries"), "{printed}");
+    assert!(printed.contains("       1 failed records: "), "{printed}");
+    let output = purge(&[]);
+    let printed = text(&output);
+    assert!(printed.starts_with("retention 30 days: deleted 2 rows"), "{printed}");
+    let output = purge(&["--dry-run"]);
+    assert!(
+        text(&output).starts_with("retention 30 days: would delete 0 rows"),
+        "{}",
+        text(&output)
+    );
 }

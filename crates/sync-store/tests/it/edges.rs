@@ -141,7 +141,7 @@ async fn a_settled_conflict_is_closed_and_a_new_one_may_open() {
         let again = store.open_conflict(&conflict("m1")).await.unwrap();
         assert_ne!(again, id);
         // Retention takes settled conflicts like applied ones.
-        assert!(store.purge(at("2026-02-01T00:00:00Z")).await.unwrap() >= 1);
+        assert!(store.purge(at("2026-02-01T00:00:00Z")).await.unwrap().rows["conflicts"] >= 1);
         assert!(store.conflict(&id).await.unwrap().is_none());
     })
     .await;

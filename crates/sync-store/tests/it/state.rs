@@ -480,11 +480,107 @@ async fn retention_purges_old_logs_but_keeps_what_is_still_needed() {
         pending.created_at = at("2025-01-01T00:00:00Z");
         store.enqueue_notification(&pending).await.unwrap();
 
-        let purged = store.purge(at("2025-10-01T00:00:00Z")).await.unwrap();
-        assert_eq!(purged, 2);
+        // A notification that waited the whole period (its channel was never configured) goes too.
+        let mut waiting = notification("waiting");
+        waiting.created_at = at("2025-01-01T00:00:00Z");
+        store.enqueue_notification(&waiting).await.unwrap();
+        let mut recent_pending = notification("recent");
+        recent_pending.created_at = at("2026-01-01T00:00:00Z");
+        store.enqueue_notification(&recent_pending).await.unwrap();
+        // A run left `running` by a crash a year ago.
+        store
+            .start_run("hlf", RunKind::Sync, at("2025-01-02T02:00:00Z"))
+            .await
+            .unwrap();
+        // A dead failed record and a retrying one, both untouched since 2025; one failing now.
+        for (key, when) in [("m-dead", "2025-01-01T02:00:00Z"), ("m-old", "2025-02-01T02:00:00Z")] {
+            store
+                .record_failure("hlf", "mentor", key, Direction::Push, "no contact", 1, at(when))
+                .await
+                .unwrap();
+        }
+        store
+            .record_failure(
+                "hlf",
+                "mentor",
+                "m-now",
+                Direction::Push,
+                "no contact",
+                5,
+                at("2026-01-01T02:00:00Z"),
+            )
+            .await
+            .unwrap();
+        // An open conflict from last year, holding both sides' phone numbers, and a recent one.
+        let mut old_conflict = conflict("+47 900 00 001", "+47 900 00 002");
+        old_conflict.detected_at = at("2025-01-01T02:00:00Z");
+        store.open_conflict(&old_conflict).await.unwrap();
+        let mut new_conflict = conflict("+47 900 00 003", "+47 900 00 004");
+        new_conflict.app_id = "m2".into();
+        store.open_conflict(&new_conflict).await.unwrap();
+        // A cache entry no run confirmed since 2025 (the mentor left) and a fresh one.
+        for (mentor, as_of) in [("m-gone", "2025-01-01T02:00:00Z"), ("m1", "2026-01-01T02:00:00Z")] {
+            store
+                .save_cache_entry(&CacheEntry {
+                    organisation_id: "hlf".into(),
+                    mentor_id: mentor.into(),
+                    member_number: Some("1001".into()),
+                    status: "active".into(),
+                    expires_on: None,
+                    show_on_public_site: true,
+                    as_of: at(as_of),
+                })
+                .await
+                .unwrap();
+        }
+
+        let cutoff = at("2025-10-01T00:00:00Z");
+        let preview = store.purge_preview(cutoff).await.unwrap();
+        let expected = [
+            ("alerts", 0),
+            ("cache entries", 1),
+            ("conflicts", 1),
+            ("failed records", 2),
+            ("notifications", 3),
+            ("runs", 2),
+        ];
+        assert_eq!(preview.rows, expected.into_iter().collect(), "{preview}");
+        assert_eq!(
+            store.purge_preview(cutoff).await.unwrap(),
+            preview,
+            "a preview deletes nothing"
+        );
+        let purged = store.purge(cutoff).await.unwrap();
+        assert_eq!(purged, preview);
+        assert_eq!(purged.total(), 9);
+        assert_eq!(store.purge(cutoff).await.unwrap().total(), 0, "nothing old is left");
+
         assert_eq!(store.recent_runs("hlf", 10).await.unwrap().len(), 1);
-        let left = store.notifications("hlf", 10).await.unwrap();
-        assert_eq!(left.len(), 1, "an undelivered notification is never purged");
+        let left: Vec<String> = store
+            .notifications("hlf", 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|n| n.dedupe_key)
+            .collect();
+        assert_eq!(left, ["recent"]);
+        assert!(
+            store
+                .failure("hlf", "mentor", "m-now", Direction::Push)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .failure("hlf", "mentor", "m-dead", Direction::Push)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(store.pending_conflicts("hlf").await.unwrap().len(), 1);
+        assert!(store.cache_entry("hlf", "m-gone").await.unwrap().is_none());
+        assert!(store.cache_entry("hlf", "m1").await.unwrap().is_some());
     })
     .await;
 }
