@@ -348,6 +348,77 @@ pub(crate) async fn export_postings(config: &IntegrationConfig, args: &ExportPos
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
+/// Whose data `forget` removes.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ForgetArgs {
+    /// The organisation (its `id` in the configuration).
+    #[arg(long, value_name = "ID")]
+    org: String,
+    /// The member number of the person whose data is to be erased.
+    #[arg(long, value_name = "NUMBER")]
+    member: String,
+    /// Also an app id of theirs that the sync state may hold without their member number (a mentor never linked);
+    /// repeat for several.
+    #[arg(long = "mentor", value_name = "APP_ID")]
+    mentors: Vec<String>,
+}
+
+/// `forget`: an erasure request's part in the sync state. Refuses while the app still has a mentor with that member
+/// number (the next run would sync them again).
+pub(crate) async fn forget(config: &IntegrationConfig, args: &ForgetArgs) -> anyhow::Result<ExitCode> {
+    if config.organisation(&args.org).is_none() {
+        return Err(crate::UnknownOrganisation(args.org.clone()).into());
+    }
+    let store = Store::connect(config.store.url.expose_secret())
+        .await
+        .with_context(|| format!("opening the sync store {}", config.store.redacted_url()))?;
+    if let Some(mentor) = sync_store::AppStore::mentor_by_member_number(&store, &args.org, &args.member).await? {
+        anyhow::bail!(
+            "the app still has mentor {} with this member number; remove them from the app first (the next run would \
+             sync them again), then run forget",
+            mentor.mentor.id
+        );
+    }
+    let report = store
+        .forget_member(&args.org, &args.member, &args.mentors, chrono::Utc::now())
+        .await
+        .context("removing the member's data from the sync state")?;
+    store.close().await;
+    if report == sync_store::ForgetReport::default() {
+        println!(
+            "the sync state of organisation {} holds nothing of this member",
+            args.org
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "removed from the sync state of organisation {} (app ids {}):",
+        args.org,
+        report.mentors.join(", ")
+    );
+    for (n, what) in [
+        (report.links, "links with their last agreed values"),
+        (report.failures, "failed records"),
+        (report.conflicts, "conflicts"),
+        (report.notifications, "notifications"),
+        (report.cache_entries, "certification-cache entries"),
+    ] {
+        println!("  {n:>4} {what}");
+    }
+    if report.contacts_to_hide > 0 {
+        println!(
+            "  {:>4} Dynamics contacts queued to be hidden from the public site by the next run (their ids only)",
+            report.contacts_to_hide
+        );
+    }
+    println!(
+        "Run logs and resolved alerts name mentors by app id only and go with retention ({} days). The member's \
+         contact in Dynamics is HLF's to erase there.",
+        config.retention.period.as_secs() / 86_400
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// What `purge` does.
 #[derive(Debug, clap::Args)]
 pub(crate) struct PurgeArgs {

@@ -71,6 +71,10 @@ enum Command {
     /// Delete now what is older than `retention.days` (run logs, failed records, conflicts, notifications, resolved
     /// alerts, unconfirmed cache entries), as `run` and `daemon` do after every round. --dry-run only counts.
     Purge(commands::PurgeArgs),
+    /// An erasure request: remove one member's personal data from the sync state (links and their last agreed
+    /// values, failed records, conflicts, notifications, cache entries) and say what was removed. Run it after the
+    /// member was removed from the app; a linked contact is hidden from the public site by the next run.
+    Forget(commands::ForgetArgs),
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -178,6 +182,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ExportCsv(args) => commands::export_csv(&load_config(cli.config)?, &args).await,
         Command::ExportPostings(args) => commands::export_postings(&load_config(cli.config)?, &args).await,
         Command::Purge(args) => commands::purge(&load_config(cli.config)?, &args).await,
+        Command::Forget(args) => commands::forget(&load_config(cli.config)?, &args).await,
         Command::Demo(args) => {
             demo::run(args).await?;
             Ok(ExitCode::SUCCESS)

@@ -9,6 +9,7 @@
 mod app;
 mod db;
 mod demo;
+mod erasure;
 mod error;
 mod lock;
 mod model;
@@ -21,6 +22,7 @@ pub mod testing;
 pub use app::AppStore;
 pub use db::{Backend, Store};
 pub use demo::{DemoSpec, DemoSummary};
+pub use erasure::ForgetReport;
 pub use error::{Error, Result};
 pub use lock::RunLock;
 pub use model::*;

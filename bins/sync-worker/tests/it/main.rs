@@ -657,3 +657,93 @@ async fn purge_counts_then_deletes_what_is_older_than_the_retention_period() {
         text(&output)
     );
 }
+
+/// `forget` as for an erasure request: refused while the app still has the member, then it removes the sync state's
+/// data of a member the app no longer has and says what went.
+#[tokio::test(flavor = "multi_thread")]
+async fn forget_removes_a_former_member_and_refuses_a_current_one() {
+    use sync_store::{CacheEntry, Direction, Mentor, Store};
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sync.toml"),
+        "mapping = \"builtin:hlf-default\"\n[store]\nurl = \"sqlite://sync.db\"\n[[organisations]]\nid = \"hlf\"\n\
+         name = \"HLF\"\n",
+    )
+    .unwrap();
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("sync.db").display()))
+        .await
+        .unwrap();
+    store.upsert_organisation("hlf", "HLF").await.unwrap();
+    let now = chrono::Utc::now();
+    store
+        .upsert_mentor(&Mentor {
+            id: "m1".into(),
+            organisation_id: "hlf".into(),
+            member_number: Some("1001".into()),
+            given_name: Some("Kari".into()),
+            family_name: Some("Nordmann".into()),
+            email: None,
+            phone: None,
+            coordinator_email: None,
+            dynamics_contact_id: None,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+    // A former member: gone from the app, still in the cache and the failed-record queue.
+    store
+        .save_cache_entry(&CacheEntry {
+            organisation_id: "hlf".into(),
+            mentor_id: "m2".into(),
+            member_number: Some("2002".into()),
+            status: "active".into(),
+            expires_on: None,
+            show_on_public_site: true,
+            as_of: now,
+        })
+        .await
+        .unwrap();
+    store
+        .record_failure("hlf", "mentor", "m2", Direction::Push, "refused", 5, now)
+        .await
+        .unwrap();
+    store.close().await;
+    let forget = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sync-worker"))
+            .arg("--config")
+            .arg(dir.path().join("sync.toml"))
+            .arg("forget")
+            .args(args)
+            .env("DYNAMICS_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47")
+            .env("DYNAMICS_CLIENT_ID", "0b6f3c1e-9a63-4c62-8b1e-2f6f1c9b7d11")
+            .env("DYNAMICS_CLIENT_SECRET", "not-used")
+            .env("DYNAMICS_INSTANCE_URL", "https://hlf.crm4.dynamics.com")
+            .output()
+            .unwrap()
+    };
+    let output = forget(&["--org", "hlf", "--member", "1001"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        text(&output).contains("the app still has mentor m1 with this member number; remove them from the app first"),
+        "{}",
+        text(&output)
+    );
+    let output = forget(&["--org", "hlf", "--member", "2002"]);
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    assert!(
+        printed.contains("removed from the sync state of organisation hlf (app ids m2):"),
+        "{printed}"
+    );
+    assert!(printed.contains("     1 failed records"), "{printed}");
+    assert!(printed.contains("     1 certification-cache entries"), "{printed}");
+    let output = forget(&["--org", "hlf", "--member", "2002"]);
+    assert!(
+        text(&output).contains("holds nothing of this member"),
+        "{}",
+        text(&output)
+    );
+    let output = forget(&["--org", "nope", "--member", "2002"]);
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+}

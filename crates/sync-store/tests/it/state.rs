@@ -584,3 +584,115 @@ async fn retention_purges_old_logs_but_keeps_what_is_still_needed() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn forgetting_a_member_removes_their_sync_state_and_queues_their_contact_to_be_hidden() {
+    each(|store| async move {
+        let now = at("2026-06-01T02:00:00Z");
+        // The member (app id with an underscore, which LIKE would take as a wildcard) and another mentor whose id
+        // differs in that one character: nothing of the other may go.
+        let mut forgotten = link("hlf_m1", true, None);
+        forgotten.alternate_key = "1001".into();
+        let mut other = link("hlfXm1", true, None);
+        other.alternate_key = "1002".into();
+        store.save_link(&forgotten).await.unwrap();
+        store.save_link(&other).await.unwrap();
+        for (app_id, member) in [("hlf_m1", "1001"), ("hlfXm1", "1002")] {
+            store
+                .record_failure("hlf", "mentor", app_id, Direction::Push, "refused", 5, now)
+                .await
+                .unwrap();
+            let mut c = conflict("a@x.example", "b@x.example");
+            c.app_id = app_id.into();
+            store.open_conflict(&c).await.unwrap();
+            store
+                .save_cache_entry(&CacheEntry {
+                    organisation_id: "hlf".into(),
+                    mentor_id: app_id.into(),
+                    member_number: Some(member.into()),
+                    status: "active".into(),
+                    expires_on: None,
+                    show_on_public_site: true,
+                    as_of: now,
+                })
+                .await
+                .unwrap();
+            store
+                .enqueue_notification(&notification(&format!("certification-sync-failed:hlf:{app_id}:1")))
+                .await
+                .unwrap();
+        }
+        // A mentor never linked, named by app id, with only a failed record.
+        store
+            .record_failure("hlf", "mentor", "hlf-m9", Direction::Push, "no contact", 5, now)
+            .await
+            .unwrap();
+
+        let report = store
+            .forget_member("hlf", "1001", &["hlf-m9".to_owned()], now)
+            .await
+            .unwrap();
+        assert_eq!(
+            report,
+            ForgetReport {
+                mentors: vec!["hlf-m9".into(), "hlf_m1".into()],
+                links: 1,
+                contacts_to_hide: 1,
+                failures: 2,
+                conflicts: 1,
+                notifications: 1,
+                cache_entries: 1,
+            }
+        );
+        let releases = store.releases("hlf", "mentor", None, 10).await.unwrap();
+        assert_eq!(releases.len(), 1);
+        assert_eq!(releases[0].dynamics_id, forgotten.dynamics_id);
+        assert!(
+            store
+                .links("hlf", "mentor", &["hlf_m1".to_owned()])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(store.cache_entry("hlf", "hlf_m1").await.unwrap().is_none());
+        assert!(
+            store
+                .failure("hlf", "mentor", "hlf_m1", Direction::Push)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        // The other mentor keeps everything.
+        assert!(
+            !store
+                .links("hlf", "mentor", &["hlfXm1".to_owned()])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(store.cache_entry("hlf", "hlfXm1").await.unwrap().is_some());
+        assert!(
+            store
+                .failure("hlf", "mentor", "hlfXm1", Direction::Push)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(store.pending_conflicts("hlf").await.unwrap().len(), 1);
+        let keys: Vec<String> = store
+            .notifications("hlf", 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|n| n.dedupe_key)
+            .collect();
+        assert_eq!(keys, ["certification-sync-failed:hlf:hlfXm1:1"]);
+
+        // Twice: nothing more to remove, and the contact is not queued again.
+        let again = store.forget_member("hlf", "1001", &[], now).await.unwrap();
+        assert_eq!(again, ForgetReport::default());
+        assert_eq!(store.releases("hlf", "mentor", None, 10).await.unwrap().len(), 1);
+    })
+    .await;
+}
