@@ -114,6 +114,8 @@ impl Deliverer {
             .map(|webhook| {
                 let http = reqwest::Client::builder()
                     .timeout(Duration::from_secs(30))
+                    // A redirect would re-send member data to wherever the answer points: not followed.
+                    .redirect(reqwest::redirect::Policy::none())
                     .build()
                     .map_err(|e| Error::Channel {
                         channel: "webhook",
@@ -276,11 +278,20 @@ impl Deliverer {
         if let Some(secret) = &channel.settings.secret {
             // Read again for each notification when it comes from a file, so a rotated secret signs the next one.
             let secret = secret.current().map_err(|e| Failure::Transient(e.to_string()))?;
-            request = request.header("x-hlf-signature", sign(secret.expose_secret().as_bytes(), &body));
+            // The time is signed with the body, so a receiver can refuse a replayed call (README: Webhook).
+            let timestamp = self.clock.now().timestamp().to_string();
+            request = request.header("x-hlf-timestamp", &timestamp).header(
+                "x-hlf-signature",
+                sign(secret.expose_secret().as_bytes(), &timestamp, &body),
+            );
         }
         // Errors drop the URL: a webhook URL may carry a token in its query.
         match request.body(body).send().await {
             Ok(answer) if answer.status().is_success() => Ok(()),
+            Ok(answer) if answer.status().is_redirection() => Err(Failure::Permanent(format!(
+                "the webhook answered {} (a redirect, not followed); set notifications.webhook.url to the final address",
+                answer.status()
+            ))),
             Ok(answer) => {
                 let status = answer.status();
                 let reason = format!("the webhook answered {status}");
@@ -336,12 +347,16 @@ fn smtp_transport(settings: &EmailSettings, login: Option<Credentials>) -> Resul
     Ok(builder.build())
 }
 
-/// `sha256=<hex HMAC of the body>`, the way common webhook receivers check a shared secret.
-fn sign(secret: &[u8], body: &[u8]) -> String {
+/// `sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`, as Stripe-style receivers check a shared secret: the
+/// timestamp (Unix seconds, also sent as `X-HLF-Timestamp`) is signed with the body, so a captured call cannot be
+/// replayed later.
+fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
         // HMAC takes keys of any length; this branch cannot be reached.
         return String::new();
     };
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
     mac.update(body);
     let digest = mac.finalize().into_bytes();
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
@@ -373,11 +388,16 @@ mod tests {
     }
 
     #[test]
-    fn signature_is_hmac_sha256_of_the_body() {
-        // RFC 4231 test case 2.
+    fn signature_is_hmac_sha256_of_the_timestamp_a_dot_and_the_body() {
+        // RFC 4231 test case 7, whose data has a dot to split at: "<timestamp>.<body>".
+        let key = [0xaa_u8; 131];
         assert_eq!(
-            sign(b"Jefe", b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            sign(
+                &key,
+                "This is a test using a larger than block-size key and a larger than block-size data",
+                b" The key needs to be hashed before being used by the HMAC algorithm."
+            ),
+            "sha256=9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2"
         );
     }
 }

@@ -260,8 +260,8 @@ pub const SETTINGS: &[Setting] = &[
     ),
     s(
         "notifications.webhook.secret_env",
-        "none",
-        "Name of the variable holding the webhook signing secret.",
+        "required unless the URL is on loopback",
+        "Name of the variable holding the webhook signing secret (README: Webhook). Only the URL's scheme and host are ever shown.",
     ),
     s(
         "dashboard.bind",

@@ -18,6 +18,21 @@ impl IntegrationConfig {
     }
 }
 
+impl WebhookSettings {
+    /// The webhook's address as it may be shown: scheme, host and port only. Its path and query often carry a token
+    /// (Teams, Slack, Azure Functions' `?code=`), so they are never printed.
+    pub fn shown_url(&self) -> String {
+        let url = &self.url;
+        let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+        let rest = if url.path() == "/" && url.query().is_none() {
+            "/"
+        } else {
+            "/…"
+        };
+        format!("{}://{}{port}{rest}", url.scheme(), url.host_str().unwrap_or(""))
+    }
+}
+
 impl StoreSettings {
     /// The database URL with any password replaced by `***`.
     pub fn redacted_url(&self) -> String {
@@ -162,7 +177,7 @@ impl Display for Summary<'_> {
             Some(w) => writeln!(
                 f,
                 "webhook                  {} (signing secret {})",
-                w.url,
+                w.shown_url(),
                 match &w.secret {
                     Some(secret) if secret.path().is_some() => "set, from a file read at each send",
                     Some(_) => "set",

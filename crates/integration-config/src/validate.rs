@@ -777,13 +777,26 @@ impl<'a> Validator<'a> {
                 None
             }
         };
-        let secret = raw.secret_env.and_then(|var| {
-            self.secret_env(
+        let secret = match raw.secret_env {
+            Some(var) => self.secret_env(
                 &var,
                 "notifications.webhook.secret_env",
                 Some("the webhook signing secret (named by notifications.webhook.secret_env)"),
-            )
-        });
+            ),
+            // Unsigned, anyone who learns the address can post look-alike notifications; only a loopback
+            // receiver (a local relay or a test) may do without.
+            None => {
+                if url.as_ref().is_some_and(|u| !is_loopback(u)) {
+                    self.push(
+                        "notifications.webhook.secret_env",
+                        "required for a webhook off this machine: name a variable holding a long random signing \
+                         secret (e.g. `openssl rand -hex 32`), and let the receiver check the X-HLF-Signature header \
+                         (README: Webhook)",
+                    );
+                }
+                None
+            }
+        };
         Some(WebhookSettings { url: url?, secret })
     }
 

@@ -204,7 +204,10 @@ async fn webhook_gets_signed_json_retries_after_503_and_succeeds() {
             .to_str()
             .unwrap()
             .to_owned();
-        assert_eq!(signature, expected_signature(&last.body));
+        let timestamp = last.headers.get("x-hlf-timestamp").unwrap().to_str().unwrap();
+        assert_eq!(timestamp, f.clock.now().timestamp().to_string(), "the time of the call");
+        assert_eq!(signature, expected_signature(timestamp, &last.body));
+        readme_receiver_accepts(timestamp, &signature, &last.body);
         assert!(!String::from_utf8_lossy(&last.body).contains(WEBHOOK_SECRET));
         hook.verify().await;
         db
@@ -244,7 +247,8 @@ async fn a_webhook_secret_from_a_file_signs_with_the_rotated_value_without_a_res
         assert_eq!(requests.len(), 2);
         for (request, secret) in requests.iter().zip(["before-rotation", "after-rotation"]) {
             let signature = request.headers.get("x-hlf-signature").unwrap().to_str().unwrap();
-            assert_eq!(signature, signature_with(secret, &request.body));
+            let timestamp = request.headers.get("x-hlf-timestamp").unwrap().to_str().unwrap();
+            assert_eq!(signature, signature_with(secret, timestamp, &request.body));
         }
         std::fs::remove_dir_all(&dir).unwrap();
         db
@@ -252,17 +256,82 @@ async fn a_webhook_secret_from_a_file_signs_with_the_rotated_value_without_a_res
     .await;
 }
 
-/// The signature computed independently of the crate, with the hmac crate directly.
-fn expected_signature(body: &[u8]) -> String {
-    signature_with(WEBHOOK_SECRET, body)
+/// The README's receiver example (Python) accepts the call as sent, and refuses it with one byte changed.
+fn readme_receiver_accepts(timestamp: &str, signature: &str, body: &[u8]) {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let example = readme
+        .split("```python\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README's webhook receiver example");
+    let file = std::env::temp_dir().join(format!("webhook-body-{}-{timestamp}", std::process::id()));
+    std::fs::write(&file, body).unwrap();
+    let script = format!(
+        "{example}\nimport sys\nbody = open(sys.argv[1], 'rb').read()\n\
+         headers = {{'X-HLF-Timestamp': '{timestamp}', 'X-HLF-Signature': '{signature}'}}\n\
+         # The test clock is fixed in the past: no freshness limit here.\n\
+         assert verify({secret:?}.encode(), headers, body, tolerance_s=10**12)\n\
+         assert not verify({secret:?}.encode(), headers, body + b' ', tolerance_s=10**12)\n",
+        secret = WEBHOOK_SECRET
+    );
+    let status = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .arg(&file)
+        .status()
+        .expect("python3 runs the README's receiver example");
+    std::fs::remove_file(&file).unwrap();
+    assert!(
+        status.success(),
+        "the README's receiver example refused a real call:\n{script}"
+    );
 }
 
-fn signature_with(secret: &str, body: &[u8]) -> String {
+/// The signature computed independently of the crate, with the hmac crate directly, as README's receiver example
+/// does: HMAC-SHA256 over `<timestamp>.<body>`.
+fn expected_signature(timestamp: &str, body: &[u8]) -> String {
+    signature_with(WEBHOOK_SECRET, timestamp, body)
+}
+
+fn signature_with(secret: &str, timestamp: &str, body: &[u8]) -> String {
     use hmac::{KeyInit, Mac};
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{timestamp}.").as_bytes());
     mac.update(body);
     let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256={hex}")
+}
+
+#[tokio::test]
+async fn a_redirecting_webhook_is_not_followed_and_the_notification_is_given_up_with_why() {
+    each_database(|db| async move {
+        let hook = MockServer::start().await;
+        let elsewhere = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/hooks/hlf"))
+            .respond_with(ResponseTemplate::new(307).insert_header("location", format!("{}/steal", elsewhere.uri())))
+            .expect(1)
+            .mount(&hook)
+            .await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(204))
+            .expect(0)
+            .mount(&elsewhere)
+            .await;
+        let text = format!(
+            "[notifications.webhook]\nurl = \"{}/hooks/hlf\"\nsecret_env = \"HOOK_SECRET\"\n",
+            hook.uri()
+        );
+        let f = Fixture::new(&db, config(&text, "")).await;
+        let id = queue(&f, "alert:redirect", "webhook", "webhook").await;
+        assert_eq!(deliverer(&f).deliver_due().await.unwrap().given_up, 1);
+        let error = state_of(&f, &id).await.last_error.unwrap();
+        assert!(error.contains("307") && error.contains("not followed"), "{error}");
+        hook.verify().await;
+        elsewhere.verify().await;
+        db
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -581,3 +581,31 @@ fn the_accounting_export_is_off_by_default_and_needs_a_postings_mapping_when_on(
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_webhook_off_this_machine_must_be_signed_and_is_shown_without_its_path() {
+    let unsigned =
+        "[notifications.webhook]\nurl = \"https://hlf.webhook.office.com/webhookb2/secret-token?code=abc\"\n";
+    let found = problems(&format!("{MINIMAL}{unsigned}"), &good_env());
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].starts_with("notifications.webhook.secret_env: required for a webhook off this machine"),
+        "{found:#?}"
+    );
+    let signed = format!("{unsigned}secret_env = \"SYNC_WEBHOOK_SECRET\"\n");
+    let config = load(&format!("{MINIMAL}{signed}"), &good_env()).unwrap();
+    let webhook = config.notifications.webhook.as_ref().unwrap();
+    assert_eq!(webhook.shown_url(), "https://hlf.webhook.office.com/…");
+    let summary = config.summary().to_string();
+    assert!(
+        summary.contains("webhook                  https://hlf.webhook.office.com/… (signing secret set)"),
+        "{summary}"
+    );
+    assert!(
+        !summary.contains("secret-token") && !summary.contains("code=abc"),
+        "{summary}"
+    );
+    // A loopback receiver (a local relay) may do without a signature.
+    let local = "[notifications.webhook]\nurl = \"http://127.0.0.1:9000/hook\"\n";
+    assert!(load(&format!("{MINIMAL}{local}"), &good_env()).is_ok());
+}
