@@ -6,17 +6,33 @@ use std::borrow::Cow;
 /// The UTF-8 byte-order mark each file starts with: Excel and the import wizard then read æ, ø and å correctly.
 pub const BYTE_ORDER_MARK: &str = "\u{feff}";
 
-/// First characters that make a spreadsheet read a cell as a formula (or, for tab and carriage return, that OWASP
-/// lists because some spreadsheets strip them and then read what follows as one).
-const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+/// Characters that make a spreadsheet read a cell as a formula when they come first (after any white space, which
+/// spreadsheets skip), with their full-width forms, which some spreadsheets fold to the ASCII ones.
+const FORMULA_STARTS: [char; 8] = ['=', '+', '-', '@', '\u{ff1d}', '\u{ff0b}', '\u{ff0d}', '\u{ff20}'];
 
-/// Whether a cell would be read as a formula by a spreadsheet.
+/// Control characters OWASP lists because some spreadsheets strip them and then read what follows as a formula.
+const CONTROL_STARTS: [char; 3] = ['\t', '\r', '\n'];
+
+/// Whether a cell would be read as a formula by a spreadsheet: a formula character first once leading white space is
+/// trimmed, or a tab, carriage return or line feed first; unless the cell is a plain number or phone number.
 pub(crate) fn looks_like_formula(cell: &str) -> bool {
-    cell.starts_with(FORMULA_STARTS)
+    (cell.starts_with(CONTROL_STARTS) || cell.trim_start().starts_with(FORMULA_STARTS)) && !is_plain_number(cell)
 }
 
-/// A cell made safe against formula injection: one that starts with `=`, `+`, `-`, `@`, a tab or a carriage
-/// return gets a leading apostrophe, so spreadsheets show it as text. Other cells are returned unchanged.
+/// A number or phone number (`-12.5`, `+47 900 00 000`, `(+47) 22-00-00-00`): digits with only signs, spaces,
+/// parentheses, dots, commas and slashes. Nothing in it can call a function or reach another program, and the Import
+/// Data wizard would import an apostrophe put before it, so it is written as it is.
+fn is_plain_number(cell: &str) -> bool {
+    cell.chars().any(|c| c.is_ascii_digit())
+        && cell
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '+' | '-' | ' ' | '(' | ')' | '.' | ',' | '/'))
+}
+
+/// A cell made safe against formula injection: one a spreadsheet would read as a formula (see
+/// [`looks_like_formula`]: `=`, `+`, `-`, `@` or their full-width forms first, after any white space; or a tab,
+/// carriage return or line feed first) gets a leading apostrophe, so spreadsheets show it as text. Plain numbers and
+/// phone numbers, and every other cell, are returned unchanged.
 pub fn neutralise(cell: &str) -> Cow<'_, str> {
     if looks_like_formula(cell) {
         Cow::Owned(format!("'{cell}"))
@@ -104,17 +120,69 @@ mod tests {
         check("1001", "1001");
         check("Sertifisering utløper", "Sertifisering utløper");
         check("=HYPERLINK(\"http://x\")", "\"'=HYPERLINK(\"\"http://x\"\")\"");
-        check("+47 900 00 000", "'+47 900 00 000");
-        check("-2+3", "'-2+3");
+        // Plain phone numbers and numbers are imported as they are: no apostrophe for the wizard to keep.
+        check("+47 900 00 000", "+47 900 00 000");
+        check("-2+3", "-2+3");
+        check("-12.5", "-12.5");
+        check("(+47) 22-00-00-00", "(+47) 22-00-00-00");
+        check("+47 900 00 000 ext", "'+47 900 00 000 ext");
+        check("-2+3*SUM(A1)", "'-2+3*SUM(A1)");
         check("@SUM(A1)", "'@SUM(A1)");
         check("\tcmd", "'\tcmd");
         check("\rcmd", "\"'\rcmd\"");
+        check("\n=1+1", "\"'\n=1+1\"");
+        // White space before the trigger, which spreadsheets skip.
+        check(" =1+1", "' =1+1");
+        check("\u{a0}=HYPERLINK(1)", "'\u{a0}=HYPERLINK(1)");
+        // Full-width forms.
+        check("\u{ff1d}1+1", "'\u{ff1d}1+1");
+        check("\u{ff0b}cmd", "'\u{ff0b}cmd");
+        check("\u{ff0d}cmd", "'\u{ff0d}cmd");
+        check("\u{ff20}SUM(A1)", "'\u{ff20}SUM(A1)");
+        check("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0");
         check("a,b", "\"a,b\"");
         check("line\nbreak", "\"line\nbreak\"");
         check(" padded ", "\" padded \"");
         check("", "");
         // Only the first character matters.
         check("a=b", "a=b");
+    }
+
+    /// Lines read back with an independent CSV reader (Python's `csv` module, as a spreadsheet or script would):
+    /// every cell is the neutralised value, quoting and line ends intact.
+    #[test]
+    fn an_independent_reader_reads_every_cell_back() {
+        let cells = [
+            "1001",
+            "Ås, Ørsta",
+            "=HYPERLINK(\"http://x\")",
+            " =1+1",
+            "\n@SUM(A1)",
+            "\u{ff1d}1",
+            "+47 900 00 000",
+            "multi\r\nline \"quoted\"",
+            "",
+        ];
+        let file = std::env::temp_dir().join(format!("csv-read-back-{}.csv", std::process::id()));
+        let text = format!(
+            "{BYTE_ORDER_MARK}{}{}",
+            encode_line(&cells),
+            encode_line(&["last", "row"])
+        );
+        std::fs::write(&file, &text).unwrap();
+        let script = "import csv, json, sys\n\
+                      with open(sys.argv[1], newline='', encoding='utf-8-sig') as f:\n    \
+                      print(json.dumps(list(csv.reader(f))))";
+        let output = std::process::Command::new("python3")
+            .args(["-c", script])
+            .arg(&file)
+            .output()
+            .expect("python3 reads the file");
+        std::fs::remove_file(&file).unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let rows: Vec<Vec<String>> = serde_json::from_slice(&output.stdout).unwrap();
+        let expected: Vec<String> = cells.iter().map(|c| neutralise(c).into_owned()).collect();
+        assert_eq!(rows, vec![expected, vec!["last".to_owned(), "row".to_owned()]]);
     }
 
     #[test]

@@ -114,7 +114,7 @@ async fn mentors_that_cannot_be_imported_are_listed_in_the_errors_file_with_the_
         mentor(&store, "hlf", "c-slash", Some("12/34"), Some(day(2026, 12, 31)), false).await;
         mentor(&store, "hlf", "d-plus", Some("1+2"), Some(day(2026, 12, 31)), false).await;
         mentor(&store, "hlf", "e-long", Some("123456789012345678901"), Some(day(2026, 12, 31)), false).await;
-        mentor(&store, "hlf", "f-formula", Some("-1005"), Some(day(2026, 12, 31)), false).await;
+        mentor(&store, "hlf", "f-formula", Some("=1005"), Some(day(2026, 12, 31)), false).await;
         mentor(&store, "hlf", "g-blank", Some("   "), None, false).await;
 
         let dir = tempfile::tempdir().unwrap();
@@ -140,7 +140,7 @@ async fn mentors_that_cannot_be_imported_are_listed_in_the_errors_file_with_the_
             hlf-c-slash,12/34,member_number,medlemsnummeret er tomt eller inneholder et tegn Dynamics ikke godtar (/ < > * % & : \ ? +); rett det i appen og eksporter på nytt
             hlf-d-plus,1+2,member_number,medlemsnummeret er tomt eller inneholder et tegn Dynamics ikke godtar (/ < > * % & : \ ? +); rett det i appen og eksporter på nytt
             hlf-e-long,123456789012345678901,member_number,verdien i Felt-kolonnen er lengre enn Dynamics tillater; kort den ned i appen og eksporter på nytt
-            hlf-f-formula,'-1005,member_number,"medlemsnummeret begynner med et tegn et regneark leser som en formel (= + - @), så importen ville ikke finne kontakten; rett medlemsnummeret i appen"
+            hlf-f-formula,'=1005,member_number,"medlemsnummeret begynner med et tegn et regneark leser som en formel (= + - @), så importen ville ikke finne kontakten; rett medlemsnummeret i appen"
             hlf-g-blank,"   ",member_number,medlemsnummeret er tomt eller inneholder et tegn Dynamics ikke godtar (/ < > * % & : \ ? +); rett det i appen og eksporter på nytt
         "#]]
         .assert_eq(&text(&errors.contents));
