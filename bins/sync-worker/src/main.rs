@@ -123,7 +123,7 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             let no_credential = matches!(
                 error.downcast_ref::<dashboard::Error>(),
-                Some(dashboard::Error::NoCredential { .. })
+                Some(dashboard::Error::NoCredential { .. } | dashboard::Error::WeakCredential { .. })
             );
             if error.downcast_ref::<ConfigError>().is_some()
                 || error.downcast_ref::<NoConfigFile>().is_some()

@@ -1,8 +1,11 @@
 //! The admin credential: bearer token or basic authentication, compared in constant time.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -28,6 +31,18 @@ pub(crate) struct Credential {
 enum Kind {
     Bearer,
     Basic { username: [u8; 32] },
+}
+
+/// The shortest admin credential the dashboard starts with: 32 characters (128 bits or more as hex or base64).
+pub(crate) const MIN_CREDENTIAL_LENGTH: usize = 32;
+
+/// The length in characters of the configured token or password, as loaded.
+pub(crate) fn secret_length(auth: &DashboardAuth) -> usize {
+    match auth {
+        DashboardAuth::Bearer(secret) | DashboardAuth::Basic { password: secret, .. } => {
+            secret.loaded().expose_secret().chars().count()
+        }
+    }
 }
 
 /// Who made a request: recorded as the resolver of a conflict.
@@ -104,23 +119,101 @@ impl Credential {
             Kind::Basic { username } => equal(&digest(user.as_bytes()), username),
         };
         (password_ok & user_ok).then(|| Admin {
-            name: if user.is_empty() {
-                "admin".to_owned()
-            } else {
-                user.to_owned()
+            name: match self.kind {
+                // Any user name passes with the token, so it proves nothing: a fixed name, not one the client picks
+                // (a spoofable audit trail, control characters in the logs).
+                Kind::Bearer => "admin (bearer token)".to_owned(),
+                // Basic mode checked the name against the configured one.
+                Kind::Basic { .. } => user.to_owned(),
             },
         })
     }
 }
 
-/// Middleware: answers 401 with a login prompt unless the request carries the credential.
+/// Failed sign-ins a client address may make within [`FAILURE_WINDOW`] before it must wait for the window to pass.
+pub(crate) const MAX_FAILURES: u32 = 10;
+
+/// The window failed sign-ins are counted in.
+pub(crate) const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// Addresses tracked at most; beyond that the oldest windows are dropped (a flood from many addresses cannot grow
+/// the map without bound).
+const MAX_TRACKED: usize = 10_000;
+
+/// Failed sign-ins by client address: a guesser is slowed to [`MAX_FAILURES`] guesses per [`FAILURE_WINDOW`].
+#[derive(Debug, Default)]
+pub(crate) struct SignInFailures {
+    by_address: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl SignInFailures {
+    /// Seconds `address` must still wait, when it has used up its failures in the current window.
+    fn blocked_for(&self, address: IpAddr, now: Instant) -> Option<u64> {
+        let map = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
+        let (count, since) = map.get(&address)?;
+        let left = FAILURE_WINDOW.checked_sub(now.duration_since(*since))?;
+        (*count >= MAX_FAILURES).then(|| left.as_secs().max(1))
+    }
+
+    fn failed(&self, address: IpAddr, now: Instant) -> u32 {
+        let mut map = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_TRACKED {
+            map.retain(|_, (_, since)| now.duration_since(*since) < FAILURE_WINDOW);
+        }
+        let entry = map.entry(address).or_insert((0, now));
+        if now.duration_since(entry.1) >= FAILURE_WINDOW {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+        entry.0
+    }
+
+    fn succeeded(&self, address: IpAddr) {
+        self.by_address
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&address);
+    }
+}
+
+/// Middleware: answers 401 with a login prompt unless the request carries the credential. A wrong credential is
+/// logged (the client's address and the path, never what it sent) and counts against the address: after
+/// [`MAX_FAILURES`] in [`FAILURE_WINDOW`] it gets 429 until the window has passed, whatever it sends.
 pub(crate) async fn require_admin(State(shared): State<Arc<Shared>>, mut request: Request, next: Next) -> Response {
+    // Behind `Router::nest` in a backend without connection info, all clients share one (unspecified) address.
+    let address = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+    let now = Instant::now();
+    if let Some(wait) = shared.sign_in_failures.blocked_for(address, now) {
+        let mut response = (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many failed sign-ins from this address; try again in {wait} s\n"),
+        )
+            .into_response();
+        if let Ok(value) = HeaderValue::from_str(&wait.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
     match shared.credential.check(request.headers()) {
         Some(admin) => {
+            shared.sign_in_failures.succeeded(address);
             request.extensions_mut().insert(admin);
             next.run(request).await
         }
         None => {
+            // A browser's first request carries no credential: that is the prompt, not a failure.
+            if request.headers().contains_key(header::AUTHORIZATION) {
+                let failures = shared.sign_in_failures.failed(address, now);
+                tracing::warn!(
+                    client = %address,
+                    path = %request.uri().path(),
+                    failures,
+                    "dashboard sign-in failed: wrong credential"
+                );
+            }
             let mut response = (StatusCode::UNAUTHORIZED, "the admin credential is required\n").into_response();
             response
                 .headers_mut()
@@ -192,7 +285,8 @@ mod tests {
         check(&credential, "Bearer tok-1234", None);
         check(&credential, "Bearer ", None);
         // "kari:tok-123" and "kari:wrong"
-        check(&credential, "Basic a2FyaTp0b2stMTIz", Some("kari"));
+        // A browser's prompt sends "kari" and the token: the name is not the client's to choose.
+        check(&credential, "Basic a2FyaTp0b2stMTIz", Some("admin (bearer token)"));
         check(&credential, "Basic a2FyaTp3cm9uZw==", None);
         check(&credential, "Digest tok-123", None);
     }

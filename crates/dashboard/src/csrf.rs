@@ -110,6 +110,14 @@ fn same_origin(headers: &HeaderMap) -> bool {
     origin_host.eq_ignore_ascii_case(host)
 }
 
+/// Whether a browser marks the request as made by another site (`Sec-Fetch-Site: cross-site` or `same-site`).
+fn cross_site(headers: &HeaderMap) -> bool {
+    matches!(
+        headers.get("sec-fetch-site").map(|v| v.to_str()),
+        Some(Ok("cross-site" | "same-site"))
+    )
+}
+
 /// The token of a form body (`csrf=...`). Tokens are digits, a dot and hex, which form encoding leaves as they
 /// are, so no percent-decoding is needed.
 fn form_token(body: &[u8]) -> Option<String> {
@@ -123,10 +131,20 @@ fn form_token(body: &[u8]) -> Option<String> {
 /// Middleware on every authenticated route: a POST must come from this site and carry a valid token, the same for
 /// browsers and API clients.
 pub(crate) async fn protect(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let api = request.uri().path().starts_with("/api/");
     if request.method() != Method::POST {
+        // A GET changes nothing, but some build a whole export or list personal data: another site may not make a
+        // signed-in browser fetch them either. An address typed or bookmarked (`none`) is the admin's own.
+        if cross_site(request.headers()) {
+            let error = Error::Forbidden("it came from another site; open the dashboard from its own address");
+            return if api {
+                error.into_response()
+            } else {
+                crate::pages::error_response(&error, None)
+            };
+        }
         return next.run(request).await;
     }
-    let api = request.uri().path().starts_with("/api/");
     match check(&shared, request).await {
         Ok(request) => next.run(request).await,
         Err(error) if api => error.into_response(),

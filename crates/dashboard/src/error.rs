@@ -20,6 +20,19 @@ pub enum Error {
         /// The variable the credential is read from.
         variable: String,
     },
+    /// The admin credential is too short to withstand guessing.
+    #[error(
+        "the dashboard's admin credential in {variable} has {length} characters; use at least {minimum} (for example \
+         `openssl rand -hex 32`, 64 characters)"
+    )]
+    WeakCredential {
+        /// The variable the credential is read from.
+        variable: String,
+        /// Its length in characters.
+        length: usize,
+        /// The shortest accepted.
+        minimum: usize,
+    },
     /// An organisation of the configuration has no sync service.
     #[error("organisation {organisation} of the configuration has no sync service")]
     NoService {

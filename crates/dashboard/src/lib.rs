@@ -99,6 +99,8 @@ pub(crate) struct Shared {
     pub(crate) monitor: HealthMonitor,
     /// The app's mentors, for the health monitor's mismatch check and the CSV export.
     pub(crate) app: Arc<dyn AppStore>,
+    /// Failed sign-ins by client address, to slow a guesser down.
+    pub(crate) sign_in_failures: auth::SignInFailures,
 }
 
 impl std::fmt::Debug for Dashboard {
@@ -120,7 +122,17 @@ impl Dashboard {
         options: DashboardOptions,
     ) -> Result<Self> {
         let credential = match &config.dashboard.auth {
-            Some(auth) => auth::Credential::new(auth),
+            Some(auth) => {
+                let length = auth::secret_length(auth);
+                if length < auth::MIN_CREDENTIAL_LENGTH {
+                    return Err(Error::WeakCredential {
+                        variable: config.dashboard.credential_env.clone(),
+                        length,
+                        minimum: auth::MIN_CREDENTIAL_LENGTH,
+                    });
+                }
+                auth::Credential::new(auth)
+            }
             None => {
                 return Err(Error::NoCredential {
                     variable: config.dashboard.credential_env.clone(),
@@ -155,6 +167,7 @@ impl Dashboard {
                 clock,
                 monitor,
                 app,
+                sign_in_failures: auth::SignInFailures::default(),
             }),
         })
     }
@@ -170,8 +183,13 @@ impl Dashboard {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
+        // The client's address, for the failed sign-in log and limit.
+        axum::serve(
+            listener,
+            self.router()
+                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
     }
 }

@@ -11,13 +11,18 @@ pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src
      img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// The headers, as a test checks them.
-pub(crate) const HEADERS: [(HeaderName, &str); 5] = [
+pub(crate) const HEADERS: [(HeaderName, &str); 6] = [
     (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
     (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
     (header::X_FRAME_OPTIONS, "DENY"),
     (header::REFERRER_POLICY, "no-referrer"),
     (
         header::HeaderName::from_static("cross-origin-opener-policy"),
+        "same-origin",
+    ),
+    // No other site may load a response (an export, the metrics) into its page.
+    (
+        header::HeaderName::from_static("cross-origin-resource-policy"),
         "same-origin",
     ),
 ];

@@ -106,13 +106,27 @@ fn serve_without_a_credential_exits_3_and_names_the_variable() {
         printed.contains("the dashboard has no admin credential; set the SYNC_DASHBOARD_CREDENTIAL variable"),
         "{printed}"
     );
+    // A guessable one is refused too, saying how to make a good one and never echoing it.
+    let output = serve_command(&config)
+        .env("SYNC_DASHBOARD_CREDENTIAL", "admin123")
+        .output()
+        .unwrap();
+    let printed = text(&output);
+    assert_eq!(output.status.code(), Some(3), "{printed}");
+    assert!(
+        printed.contains(
+            "SYNC_DASHBOARD_CREDENTIAL has 8 characters; use at least 32 (for example `openssl rand -hex 32`"
+        ),
+        "{printed}"
+    );
+    assert!(!printed.contains("admin123"), "{printed}");
 }
 
 #[test]
 fn serve_listens_on_the_configured_address_and_needs_the_credential() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_file(dir.path(), "[dashboard]\nbind = \"127.0.0.1:0\"\n");
-    let token = "serve-test-token-4f1e2d";
+    let token = "serve-test-token-4f1e2d-0123456789abcdef";
     let mut child = serve_command(&config)
         .env("SYNC_DASHBOARD_CREDENTIAL", token)
         .stdout(Stdio::piped())

@@ -19,7 +19,8 @@ fn method(route: &dashboard::Route) -> Method {
     }
 }
 
-const SECURITY_HEADERS: [(&str, &str); 4] = [
+const SECURITY_HEADERS: [(&str, &str); 5] = [
+    ("cross-origin-resource-policy", "same-origin"),
     ("x-content-type-options", "nosniff"),
     ("x-frame-options", "DENY"),
     ("referrer-policy", "no-referrer"),
@@ -58,10 +59,12 @@ async fn every_route_but_the_liveness_probe_refuses_a_missing_or_wrong_credentia
         ("wrong basic", "Basic YWRtaW46d3Jvbmc=".into()),
         ("another scheme", format!("Token {TOKEN}")),
     ];
-    for route in ROUTES {
+    for (n, route) in ROUTES.iter().enumerate() {
         let path = concrete(route.path);
         for (what, authorization) in &wrong {
-            let mut request = get(&path).method(method(route));
+            // Each route from its own address: so many wrong credentials from one would be limited (another test).
+            let client = std::net::SocketAddr::from(([10, 0, 0, u8::try_from(n).unwrap()], 40_000));
+            let mut request = get(&path).method(method(route)).from(client);
             if !authorization.is_empty() {
                 request = request.header("authorization", authorization);
             }
@@ -131,11 +134,13 @@ async fn every_page_answers_the_admin_with_security_headers_in_a_browser_and_as_
                 route.path
             );
         }
-        // A browser's login prompt: any user name and the token as the password.
-        let basic = format!("Basic {}", base64(&format!("kari:{TOKEN}")));
+        // A browser's login prompt: any user name and the token as the password. The name proves nothing in bearer
+        // mode, so the admin is recorded under a fixed one, never the name the client sent.
+        let basic = format!("Basic {}", base64(&format!("kari\u{1b}[31m:{TOKEN}")));
         let (status, _, body) = send(&w.router, get("/").header("authorization", &basic)).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        assert!(body.contains("Signed in as kari"), "{body}");
+        assert!(body.contains("Signed in as admin (bearer token)"), "{body}");
+        assert!(!body.contains("kari"), "{body}");
         drop(w);
         db
     })
@@ -257,4 +262,54 @@ fn base64(text: &str) -> String {
         }
     }
     out
+}
+
+#[tokio::test]
+async fn another_site_cannot_make_a_signed_in_browser_fetch_any_page() {
+    each(|db| async move {
+        let w = World::new(&db).await;
+        for path in ["/", "/export", "/api/overview", "/failures"] {
+            for site in ["cross-site", "same-site"] {
+                let (status, _, body) = send(&w.router, get(path).bearer(TOKEN).header("sec-fetch-site", site)).await;
+                assert_eq!(status, StatusCode::FORBIDDEN, "{path} from {site}: {body}");
+                assert!(body.contains("another site"), "{body}");
+            }
+            // Typed or bookmarked (`none`), or the dashboard's own links: served.
+            for site in ["none", "same-origin"] {
+                let (status, _, body) = send(&w.router, get(path).bearer(TOKEN).header("sec-fetch-site", site)).await;
+                assert_eq!(status, StatusCode::OK, "{path} from {site}: {body}");
+            }
+        }
+        drop(w);
+        db
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_limited_per_client_address() {
+    each(|db| async move {
+        let w = World::new(&db).await;
+        // A browser's first request, without a credential, is the login prompt: never counted.
+        for _ in 0..20 {
+            assert_eq!(send(&w.router, get("/")).await.0, StatusCode::UNAUTHORIZED);
+        }
+        for attempt in 1..=10 {
+            let (status, _, _) = send(&w.router, get("/").bearer(&format!("guess-{attempt}"))).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {attempt}");
+        }
+        // The eleventh try within the window is refused whatever it sends, the right token included.
+        let (status, headers, body) = send(&w.router, get("/").bearer(TOKEN)).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=900).contains(&wait), "{wait}");
+        assert!(!body.contains("guess"), "{body}");
+        // Another address is not held back by the guesser's failures.
+        let elsewhere = std::net::SocketAddr::from(([192, 0, 2, 7], 50_000));
+        let (status, _, _) = send(&w.router, get("/").bearer(TOKEN).from(elsewhere)).await;
+        assert_eq!(status, StatusCode::OK);
+        drop(w);
+        db
+    })
+    .await;
 }

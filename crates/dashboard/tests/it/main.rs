@@ -216,6 +216,7 @@ pub(crate) struct Req {
     uri: String,
     headers: Vec<(String, String)>,
     body: String,
+    client: Option<std::net::SocketAddr>,
 }
 
 pub(crate) fn get(uri: &str) -> Req {
@@ -224,6 +225,7 @@ pub(crate) fn get(uri: &str) -> Req {
         uri: uri.to_owned(),
         headers: Vec::new(),
         body: String::new(),
+        client: None,
     }
 }
 
@@ -236,6 +238,7 @@ pub(crate) fn post(uri: &str, form: &str) -> Req {
             "application/x-www-form-urlencoded".to_owned(),
         )],
         body: form.to_owned(),
+        client: None,
     }
 }
 
@@ -247,6 +250,12 @@ impl Req {
 
     pub(crate) fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The client's address, as `serve` records it for each connection.
+    pub(crate) fn from(mut self, client: std::net::SocketAddr) -> Self {
+        self.client = Some(client);
         self
     }
 
@@ -271,11 +280,11 @@ pub(crate) async fn send(router: &Router, req: Req) -> (StatusCode, HeaderMap, S
     for (name, value) in &req.headers {
         builder = builder.header(name, value);
     }
-    let response = router
-        .clone()
-        .oneshot(builder.body(Body::from(req.body.clone())).unwrap())
-        .await
-        .unwrap();
+    let mut request = builder.body(Body::from(req.body.clone())).unwrap();
+    if let Some(client) = req.client {
+        request.extensions_mut().insert(axum::extract::ConnectInfo(client));
+    }
+    let response = router.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
     let body = String::from_utf8(to_bytes(response.into_body(), 10 << 20).await.unwrap().to_vec()).unwrap();
