@@ -59,6 +59,19 @@ PY
 env -i PATH="$PATH" "${k8s_env[@]}" "$bin/sync-worker" --config "$work/k8s/etc/sync.toml" config check >"$work/k8s/check.out"
 grep -q "client secret          set  (DYNAMICS_CLIENT_SECRET_FILE $work/k8s/secrets/hlf-dynamics/client-secret" "$work/k8s/check.out" ||
   { cat "$work/k8s/check.out" >&2; echo "deploy check: config check did not read the client secret from its file" >&2; exit 1; }
+# The dashboard Deployment's variables: its admin credential and the read-only metrics token, both from files.
+mapfile -t dashboard_env < <("$venv/bin/python" - "$work/k8s" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open("deploy/kubernetes/dashboard.yaml")) if d["kind"] == "Deployment"]
+for var in docs[0]["spec"]["template"]["spec"]["containers"][0]["env"]:
+    print(f'{var["name"]}={var["value"].replace("/run/secrets", sys.argv[1] + "/secrets")}')
+PY
+)
+env -i PATH="$PATH" "${dashboard_env[@]}" "$bin/sync-worker" --config "$work/k8s/etc/sync.toml" config check >"$work/k8s/dashboard.out"
+for expected in "bearer token set" "metrics token            set (SYNC_METRICS_TOKEN): reads /metrics only"; do
+  grep -q "$expected" "$work/k8s/dashboard.out" ||
+    { cat "$work/k8s/dashboard.out" >&2; echo "deploy check: the dashboard's config check lacks '$expected'" >&2; exit 1; }
+done
 
 # 3. Prometheus.
 if ! command -v promtool >/dev/null 2>&1; then
@@ -71,7 +84,7 @@ step "Prometheus rules, their unit tests and the scrape config"
 mkdir -p "$work/prometheus"
 cp deploy/prometheus/alerts.yaml "$work/prometheus/"
 echo "token" >"$work/prometheus/token"
-sed "s#/etc/prometheus/secrets/hlf-sync-dashboard/token#$work/prometheus/token#" deploy/prometheus/prometheus.yml \
+sed "s#/etc/prometheus/secrets/hlf-sync-dashboard/metrics-token#$work/prometheus/token#" deploy/prometheus/prometheus.yml \
   >"$work/prometheus/prometheus.yml"
 promtool check config "$work/prometheus/prometheus.yml" >&2
 

@@ -197,7 +197,17 @@ pub(crate) async fn require_admin(State(shared): State<Arc<Shared>>, mut request
         }
         return response;
     }
-    match shared.credential.check(request.headers()) {
+    let admin = shared.credential.check(request.headers()).or_else(|| {
+        // The metrics token opens the metrics and nothing else.
+        let token = shared
+            .metrics_token
+            .as_ref()
+            .filter(|_| request.uri().path() == "/metrics")?;
+        token.check(request.headers()).map(|_| Admin {
+            name: "metrics scraper".to_owned(),
+        })
+    });
+    match admin {
         Some(admin) => {
             shared.sign_in_failures.succeeded(address);
             request.extensions_mut().insert(admin);

@@ -65,7 +65,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use health_monitor::HealthMonitor;
-use integration_config::IntegrationConfig;
+use integration_config::{DashboardAuth, ExposeSecret, IntegrationConfig};
 use sync_engine::{Clock, SyncService, SystemClock};
 use sync_store::{AppStore, Store};
 
@@ -101,6 +101,8 @@ pub(crate) struct Shared {
     pub(crate) app: Arc<dyn AppStore>,
     /// Failed sign-ins by client address, to slow a guesser down.
     pub(crate) sign_in_failures: auth::SignInFailures,
+    /// The read-only token that opens `/metrics` and nothing else, when configured.
+    pub(crate) metrics_token: Option<auth::Credential>,
 }
 
 impl std::fmt::Debug for Dashboard {
@@ -139,6 +141,20 @@ impl Dashboard {
                 });
             }
         };
+        let metrics_token = match &config.dashboard.metrics_token {
+            Some((variable, token)) => {
+                let length = token.loaded().expose_secret().chars().count();
+                if length < auth::MIN_CREDENTIAL_LENGTH {
+                    return Err(Error::WeakCredential {
+                        variable: variable.clone(),
+                        length,
+                        minimum: auth::MIN_CREDENTIAL_LENGTH,
+                    });
+                }
+                Some(auth::Credential::new(&DashboardAuth::Bearer(token.clone())))
+            }
+            None => None,
+        };
         let services: BTreeMap<String, SyncService> = services
             .into_iter()
             .map(|s| (s.organisation_id().to_owned(), s))
@@ -168,6 +184,7 @@ impl Dashboard {
                 monitor,
                 app,
                 sign_in_failures: auth::SignInFailures::default(),
+                metrics_token,
             }),
         })
     }

@@ -137,6 +137,7 @@ pub(crate) struct RawDashboard {
     pub(crate) auth: Option<String>,
     pub(crate) username: Option<String>,
     pub(crate) credential_env: Option<String>,
+    pub(crate) metrics_credential_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

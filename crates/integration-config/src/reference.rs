@@ -295,6 +295,11 @@ pub const SETTINGS: &[Setting] = &[
         "Consecutive failed runs that raise an alert.",
     ),
     s(
+        "dashboard.metrics_credential_env",
+        "none",
+        "Name of the variable holding a bearer token that may read `/metrics` and nothing else (at least 32 characters), for a Prometheus scraper.",
+    ),
+    s(
         "health.secret_expiry_warn_days",
         "[30, 14, 7, 1]",
         "Days before `client_secret_expires_on` at which to warn.",

@@ -232,6 +232,9 @@ pub struct DashboardSettings {
     pub auth: Option<DashboardAuth>,
     /// The variable the credential is read from, for error messages.
     pub credential_env: String,
+    /// A bearer token that may read `/metrics` and nothing else, so a Prometheus scraper holds no credential that
+    /// can act; with the variable that holds it. `None` when not configured or the variable is unset.
+    pub metrics_token: Option<(String, SecretSource)>,
 }
 
 /// The admin credential every dashboard route but the liveness probe requires.

@@ -195,6 +195,9 @@ impl Display for Summary<'_> {
             ),
         };
         writeln!(f, "dashboard                {}, {auth}", c.dashboard.bind)?;
+        if let Some((var, _)) = &c.dashboard.metrics_token {
+            writeln!(f, "metrics token            set ({var}): reads /metrics only")?;
+        }
         writeln!(f, "store                    {}", c.store.redacted_url())?;
         let h = &c.health;
         writeln!(

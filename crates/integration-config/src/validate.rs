@@ -835,10 +835,17 @@ impl<'a> Validator<'a> {
                 None
             }
         };
+        let metrics_token = raw.metrics_credential_env.and_then(|var| {
+            // Unset, the dashboard serves the metrics to the admin credential only (the worker's other commands do
+            // not need it, so it is no configuration problem; `config check` shows it as not set).
+            let token = self.secret_env(&var, "dashboard.metrics_credential_env", None)?;
+            Some((var, token))
+        });
         DashboardSettings {
             bind,
             auth,
             credential_env,
+            metrics_token,
         }
     }
 

@@ -313,3 +313,48 @@ async fn failed_sign_ins_are_limited_per_client_address() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_metrics_token_reads_the_metrics_and_nothing_else() {
+    each(|db| async move {
+        let w = World::new(&db).await;
+        const METRICS_TOKEN: &str = "metrics-only-token-0123456789abcdef";
+        let mut config = w.config.clone();
+        config.dashboard.metrics_token = Some((
+            "SYNC_METRICS_TOKEN".into(),
+            integration_config::SecretSource::value(METRICS_TOKEN),
+        ));
+        let router = dashboard::Dashboard::new(
+            config.clone(),
+            w.store.clone(),
+            vec![w.service.clone()],
+            dashboard::DashboardOptions::default(),
+        )
+        .unwrap()
+        .router();
+        let (status, _, body) = send(&router, get("/metrics").bearer(METRICS_TOKEN)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("hlf_sync_health_status"), "{body}");
+        for path in ["/", "/api/overview", "/export", "/config"] {
+            let (status, _, _) = send(&router, get(path).bearer(METRICS_TOKEN)).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} is not for the metrics token");
+        }
+        // The admin credential still reads the metrics.
+        assert_eq!(send(&router, get("/metrics").bearer(TOKEN)).await.0, StatusCode::OK);
+        // A short token is refused at start, naming its variable.
+        config.dashboard.metrics_token = Some((
+            "SYNC_METRICS_TOKEN".into(),
+            integration_config::SecretSource::value("short"),
+        ));
+        let error = dashboard::Dashboard::new(config, w.store.clone(), vec![w.service.clone()], Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("SYNC_METRICS_TOKEN has 5 characters; use at least 32"),
+            "{error}"
+        );
+        drop(w);
+        db
+    })
+    .await;
+}
