@@ -112,7 +112,7 @@ try {
   step(`conflict on ${await card.locator('h2').innerText()}: app "${appValue}" against Dynamics "${dynamicsValue}"`);
   await submit(page, card.getByRole('button', { name: "Keep the app's value" }), /\/conflicts\?notice=resolved$/);
   assert.match(await page.locator('.notice').innerText(), /the next run writes the chosen value/);
-  assert.match(await page.locator('section.conflict.resolved').innerText(), /Resolved: keep the app's value \(by admin\)/);
+  assert.match(await page.locator('section.conflict.resolved').innerText(), /Resolved: keep the app's value \(by admin \(bearer token\)\)/);
   step('conflict resolved in the browser: the next run writes the app value');
 
   // Requeue a dead record.
