@@ -68,7 +68,7 @@ for var in docs[0]["spec"]["template"]["spec"]["containers"][0]["env"]:
 PY
 )
 env -i PATH="$PATH" "${dashboard_env[@]}" "$bin/sync-worker" --config "$work/k8s/etc/sync.toml" config check >"$work/k8s/dashboard.out"
-for expected in "bearer token set" "metrics token            set (SYNC_METRICS_TOKEN): reads /metrics only"; do
+for expected in "bearer token set" "0.0.0.0:8088 (http behind a TLS proxy)" "metrics token            set (SYNC_METRICS_TOKEN): reads /metrics only"; do
   grep -q "$expected" "$work/k8s/dashboard.out" ||
     { cat "$work/k8s/dashboard.out" >&2; echo "deploy check: the dashboard's config check lacks '$expected'" >&2; exit 1; }
 done

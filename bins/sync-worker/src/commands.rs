@@ -168,7 +168,14 @@ async fn store_and_services(config: &IntegrationConfig, args: &OrgArgs) -> anyho
     Ok((store, services))
 }
 
-/// Serves the dashboard on `dashboard.bind` until SIGTERM or Ctrl-C. Refuses to start without the admin credential.
+/// `serve` would listen off loopback in plain HTTP without a TLS proxy declared: a configuration error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct ClearText(pub(crate) String);
+
+/// Serves the dashboard on `dashboard.bind` until SIGTERM or Ctrl-C, in HTTPS when `dashboard.tls_cert_file` is set.
+/// Refuses to start without the admin credential, with a weak one, or in plain HTTP off loopback without
+/// `dashboard.behind_tls_proxy`.
 pub(crate) async fn serve(config: &IntegrationConfig) -> anyhow::Result<ExitCode> {
     if config.dashboard.auth.is_none() {
         // Checked before anything is opened, so the message is the first thing an operator sees.
@@ -177,6 +184,16 @@ pub(crate) async fn serve(config: &IntegrationConfig) -> anyhow::Result<ExitCode
         }
         .into());
     }
+    if let Some(problem) = config.dashboard.clear_text_problem() {
+        return Err(ClearText(problem).into());
+    }
+    // A bad certificate or key is found before anything listens.
+    let tls = config
+        .dashboard
+        .tls
+        .as_ref()
+        .map(dashboard::ServerTls::load)
+        .transpose()?;
     let (store, services) = store_and_services(config, &OrgArgs { org: None }).await?;
     let dashboard = dashboard::Dashboard::new(config.clone(), store, services, dashboard::DashboardOptions::default())?;
     let bind = config.dashboard.bind;
@@ -184,14 +201,22 @@ pub(crate) async fn serve(config: &IntegrationConfig) -> anyhow::Result<ExitCode
         .await
         .with_context(|| format!("listening on {bind} (dashboard.bind) for the dashboard"))?;
     let address = listener.local_addr()?;
-    if !address.ip().is_loopback() {
-        tracing::warn!(%address, "the dashboard speaks plain HTTP; put a TLS-terminating proxy in front of it");
+    match tls {
+        Some(tls) => {
+            println!("dashboard listening on https://{address}/ (Ctrl-C or SIGTERM stops it)");
+            dashboard.serve_tls(listener, tls, wait_for_signal()).await
+        }
+        None => {
+            let behind = if address.ip().is_loopback() {
+                ""
+            } else {
+                " behind the TLS proxy"
+            };
+            println!("dashboard listening on http://{address}/{behind} (Ctrl-C or SIGTERM stops it)");
+            dashboard.serve(listener, wait_for_signal()).await
+        }
     }
-    println!("dashboard listening on http://{address}/ (Ctrl-C or SIGTERM stops it)");
-    dashboard
-        .serve(listener, wait_for_signal())
-        .await
-        .context("serving the dashboard")?;
+    .context("serving the dashboard")?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -123,12 +123,17 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             let no_credential = matches!(
                 error.downcast_ref::<dashboard::Error>(),
-                Some(dashboard::Error::NoCredential { .. } | dashboard::Error::WeakCredential { .. })
+                Some(
+                    dashboard::Error::NoCredential { .. }
+                        | dashboard::Error::WeakCredential { .. }
+                        | dashboard::Error::Tls { .. }
+                )
             );
             if error.downcast_ref::<ConfigError>().is_some()
                 || error.downcast_ref::<NoConfigFile>().is_some()
                 || error.downcast_ref::<UnknownOrganisation>().is_some()
                 || error.downcast_ref::<AccountingOff>().is_some()
+                || error.downcast_ref::<commands::ClearText>().is_some()
                 || no_credential
             {
                 ExitCode::from(EXIT_MISCONFIGURED)

@@ -33,6 +33,14 @@ pub enum Error {
         /// The shortest accepted.
         minimum: usize,
     },
+    /// The certificate or key of `dashboard.tls_cert_file` / `dashboard.tls_key_file` cannot be used.
+    #[error("cannot use {} for the dashboard's TLS: {problem}", file.display())]
+    Tls {
+        /// The file at fault.
+        file: std::path::PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// An organisation of the configuration has no sync service.
     #[error("organisation {organisation} of the configuration has no sync service")]
     NoService {

@@ -59,6 +59,7 @@ mod error;
 mod pages;
 mod routes;
 mod security;
+mod tls;
 mod view;
 
 use std::collections::BTreeMap;
@@ -71,6 +72,7 @@ use sync_store::{AppStore, Store};
 
 pub use error::{Error, Result};
 pub use routes::{ROUTES, Route, RouteMethod};
+pub use tls::ServerTls;
 
 /// The dashboard: configuration, store and one sync service per organisation. Cheap to clone.
 #[derive(Clone)]
@@ -208,5 +210,40 @@ impl Dashboard {
         )
         .with_graceful_shutdown(shutdown)
         .await
+    }
+
+    /// Serves the dashboard over HTTPS on `listener` until `shutdown` completes, then lets requests in flight finish
+    /// for up to 10 seconds. Every answer carries `Strict-Transport-Security`.
+    pub async fn serve_tls(
+        &self,
+        listener: tokio::net::TcpListener,
+        tls: ServerTls,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let router = self.router().layer(axum::middleware::map_response(
+            |mut response: axum::response::Response| async move {
+                response.headers_mut().insert(
+                    axum::http::header::STRICT_TRANSPORT_SECURITY,
+                    axum::http::HeaderValue::from_static("max-age=31536000"),
+                );
+                response
+            },
+        ));
+        let handle = axum_server::Handle::new();
+        let stopper = handle.clone();
+        let stop = tokio::spawn(async move {
+            shutdown.await;
+            stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+        });
+        let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(
+            axum_server::tls_rustls::RustlsConfig::from_config(tls.config),
+        );
+        let served = axum_server::from_tcp(listener.into_std()?)
+            .acceptor(acceptor)
+            .handle(handle)
+            .serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .await;
+        stop.abort();
+        served
     }
 }

@@ -138,6 +138,9 @@ pub(crate) struct RawDashboard {
     pub(crate) username: Option<String>,
     pub(crate) credential_env: Option<String>,
     pub(crate) metrics_credential_env: Option<String>,
+    pub(crate) tls_cert_file: Option<String>,
+    pub(crate) tls_key_file: Option<String>,
+    pub(crate) behind_tls_proxy: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -295,6 +295,21 @@ pub const SETTINGS: &[Setting] = &[
         "Consecutive failed runs that raise an alert.",
     ),
     s(
+        "dashboard.tls_cert_file",
+        "none",
+        "With `tls_key_file`: PEM certificate chain (relative to the configuration file) that `serve` speaks HTTPS with.",
+    ),
+    s(
+        "dashboard.tls_key_file",
+        "none",
+        "The private key (PEM) of `tls_cert_file`.",
+    ),
+    s(
+        "dashboard.behind_tls_proxy",
+        "false",
+        "`true` states that a TLS-terminating proxy (an ingress, nginx) is the only way to the dashboard, so `serve` may listen off loopback in plain HTTP; otherwise a non-loopback `bind` needs the TLS files.",
+    ),
+    s(
         "dashboard.metrics_credential_env",
         "none",
         "Name of the variable holding a bearer token that may read `/metrics` and nothing else (at least 32 characters), for a Prometheus scraper.",

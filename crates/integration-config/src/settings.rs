@@ -235,6 +235,37 @@ pub struct DashboardSettings {
     /// A bearer token that may read `/metrics` and nothing else, so a Prometheus scraper holds no credential that
     /// can act; with the variable that holds it. `None` when not configured or the variable is unset.
     pub metrics_token: Option<(String, SecretSource)>,
+    /// The certificate chain and private key (PEM files, absolute paths) `serve` speaks TLS with, when set.
+    pub tls: Option<DashboardTls>,
+    /// The operator's statement that a TLS-terminating proxy forwards to the dashboard, which may then listen on a
+    /// non-loopback address in plain HTTP.
+    pub behind_tls_proxy: bool,
+}
+
+/// The dashboard's own TLS: a certificate chain and its private key, PEM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DashboardTls {
+    /// The certificate chain, leaf first.
+    pub cert_file: std::path::PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: std::path::PathBuf,
+}
+
+impl DashboardSettings {
+    /// Why `serve` must not listen as configured: a non-loopback address in plain HTTP (the credential would cross
+    /// the network in clear text) without TLS or a declared TLS proxy. `None` when it may.
+    pub fn clear_text_problem(&self) -> Option<String> {
+        if self.bind.ip().is_loopback() || self.tls.is_some() || self.behind_tls_proxy {
+            return None;
+        }
+        Some(format!(
+            "dashboard.bind {} is not a loopback address, and the dashboard would speak plain HTTP there (its \
+             credential would cross the network in clear text); set dashboard.tls_cert_file and \
+             dashboard.tls_key_file, or dashboard.behind_tls_proxy = true when a TLS-terminating proxy (an ingress, \
+             nginx) is the only way to it",
+            self.bind
+        ))
+    }
 }
 
 /// The admin credential every dashboard route but the liveness probe requires.

@@ -194,7 +194,16 @@ impl Display for Summary<'_> {
                 c.dashboard.credential_env
             ),
         };
-        writeln!(f, "dashboard                {}, {auth}", c.dashboard.bind)?;
+        let transport = match (&c.dashboard.tls, c.dashboard.behind_tls_proxy) {
+            (Some(tls), _) => format!("https with {}", tls.cert_file.display()),
+            (None, true) => "http behind a TLS proxy".to_owned(),
+            (None, false) if c.dashboard.clear_text_problem().is_some() => {
+                "http off loopback: serve refuses it without dashboard.tls_cert_file or dashboard.behind_tls_proxy"
+                    .to_owned()
+            }
+            (None, false) => "http".to_owned(),
+        };
+        writeln!(f, "dashboard                {} ({transport}), {auth}", c.dashboard.bind)?;
         if let Some((var, _)) = &c.dashboard.metrics_token {
             writeln!(f, "metrics token            set ({var}): reads /metrics only")?;
         }

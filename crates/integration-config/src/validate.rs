@@ -841,11 +841,38 @@ impl<'a> Validator<'a> {
             let token = self.secret_env(&var, "dashboard.metrics_credential_env", None)?;
             Some((var, token))
         });
+        let file = |name: Option<String>| {
+            name.map(|name| {
+                let path = self.base_dir.join(name);
+                std::path::absolute(&path).unwrap_or(path)
+            })
+        };
+        let (cert, key) = (file(raw.tls_cert_file), file(raw.tls_key_file));
+        let tls = match (cert, key) {
+            (None, None) => None,
+            (Some(cert_file), Some(key_file)) => {
+                for (path, key) in [
+                    (&cert_file, "dashboard.tls_cert_file"),
+                    (&key_file, "dashboard.tls_key_file"),
+                ] {
+                    if let Err(e) = std::fs::metadata(path) {
+                        self.push(key, format!("cannot read {}: {e}", path.display()));
+                    }
+                }
+                Some(DashboardTls { cert_file, key_file })
+            }
+            _ => {
+                self.push("dashboard", "set both tls_cert_file and tls_key_file (PEM), or neither");
+                None
+            }
+        };
         DashboardSettings {
             bind,
             auth,
             credential_env,
             metrics_token,
+            tls,
+            behind_tls_proxy: raw.behind_tls_proxy.unwrap_or(false),
         }
     }
 

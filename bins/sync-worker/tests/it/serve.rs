@@ -200,3 +200,109 @@ fn demo_serve_refuses_an_address_that_is_not_loopback() {
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output).contains("listens on loopback only"), "{}", text(&output));
 }
+
+/// A self-signed certificate for 127.0.0.1 and its key, written to `dir`; answers their paths.
+fn self_signed(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_file, key_file) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    (cert_file, key_file)
+}
+
+#[test]
+fn serve_off_loopback_needs_tls_or_a_declared_tls_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "serve-test-token-4f1e2d-0123456789abcdef";
+
+    // Plain HTTP on every interface: refused before anything listens, saying both ways out.
+    let config = config_file(dir.path(), "[dashboard]\nbind = \"0.0.0.0:0\"\n");
+    let output = serve_command(&config)
+        .env("SYNC_DASHBOARD_CREDENTIAL", token)
+        .output()
+        .unwrap();
+    let printed = text(&output);
+    assert_eq!(output.status.code(), Some(3), "{printed}");
+    for needed in [
+        "dashboard.bind 0.0.0.0:0 is not a loopback address",
+        "clear text",
+        "dashboard.tls_cert_file",
+        "dashboard.behind_tls_proxy = true",
+    ] {
+        assert!(printed.contains(needed), "{needed}: {printed}");
+    }
+
+    // Behind a proxy the operator declared: it listens in plain HTTP and says so.
+    let config = config_file(
+        dir.path(),
+        "[dashboard]\nbind = \"0.0.0.0:0\"\nbehind_tls_proxy = true\n",
+    );
+    let mut child = serve_command(&config)
+        .env("SYNC_DASHBOARD_CREDENTIAL", token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let running = Running(child);
+    let lines = read_until(&mut stdout, "dashboard listening on http://0.0.0.0:");
+    assert!(lines.last().unwrap().contains("behind the TLS proxy"), "{lines:?}");
+    let port = address_in(lines.last().unwrap()).rsplit(':').next().unwrap().to_owned();
+    assert_eq!(http(&format!("127.0.0.1:{port}"), "GET", "/healthz", None).0, 200);
+    drop(running);
+
+    // With its own certificate: HTTPS, and a plain HTTP request gets no page.
+    let (cert, key) = self_signed(dir.path(), "dashboard");
+    let config = config_file(
+        dir.path(),
+        "[dashboard]\nbind = \"0.0.0.0:0\"\ntls_cert_file = \"dashboard.crt\"\ntls_key_file = \"dashboard.key\"\n",
+    );
+    let mut child = serve_command(&config)
+        .env("SYNC_DASHBOARD_CREDENTIAL", token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let running = Running(child);
+    let lines = read_until(&mut stdout, "dashboard listening on https://0.0.0.0:");
+    let port = lines
+        .last()
+        .unwrap()
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .trim_end_matches(|c: char| !c.is_ascii_digit());
+    let port = port.split('/').next().unwrap();
+    let mut stream = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("200 OK"),
+        "served in clear text"
+    );
+    drop(running);
+
+    // A key that is not the certificate's: exit 3 naming the key file, never its contents.
+    let (_, other_key) = self_signed(dir.path(), "other");
+    std::fs::copy(&other_key, &key).unwrap();
+    let output = serve_command(&config)
+        .env("SYNC_DASHBOARD_CREDENTIAL", token)
+        .output()
+        .unwrap();
+    let printed = text(&output);
+    assert_eq!(output.status.code(), Some(3), "{printed}");
+    assert!(printed.contains("dashboard.key for the dashboard's TLS"), "{printed}");
+    assert!(!printed.contains("PRIVATE KEY"), "{printed}");
+    let _ = cert;
+}

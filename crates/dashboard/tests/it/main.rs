@@ -8,6 +8,7 @@ mod actions;
 mod export;
 mod health;
 mod snapshot;
+mod tls;
 
 use std::future::Future;
 use std::sync::Arc;

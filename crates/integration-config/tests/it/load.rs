@@ -609,3 +609,59 @@ fn a_webhook_off_this_machine_must_be_signed_and_is_shown_without_its_path() {
     let local = "[notifications.webhook]\nurl = \"http://127.0.0.1:9000/hook\"\n";
     assert!(load(&format!("{MINIMAL}{local}"), &good_env()).is_ok());
 }
+
+#[test]
+fn the_dashboard_off_loopback_needs_its_own_tls_or_a_declared_proxy() {
+    // Plain HTTP on every interface loads (the jobs do not serve), but `serve` is told why it must refuse.
+    let open = load(&format!("{MINIMAL}[dashboard]\nbind = \"0.0.0.0:8088\"\n"), &good_env()).unwrap();
+    let problem = open.dashboard.clear_text_problem().unwrap();
+    assert!(
+        problem.contains("dashboard.tls_cert_file") && problem.contains("dashboard.behind_tls_proxy = true"),
+        "{problem}"
+    );
+    assert!(
+        open.summary()
+            .to_string()
+            .contains("0.0.0.0:8088 (http off loopback: serve refuses it")
+    );
+    let proxied = load(
+        &format!("{MINIMAL}[dashboard]\nbind = \"0.0.0.0:8088\"\nbehind_tls_proxy = true\n"),
+        &good_env(),
+    )
+    .unwrap();
+    assert_eq!(proxied.dashboard.clear_text_problem(), None);
+    let loopback = load(MINIMAL, &good_env()).unwrap();
+    assert_eq!(loopback.dashboard.clear_text_problem(), None);
+
+    // The files are relative to the configuration file, must exist, and come in pairs.
+    let existing = fixtures().join("example.toml");
+    let tls = format!(
+        "{MINIMAL}[dashboard]\nbind = \"0.0.0.0:8443\"\ntls_cert_file = \"example.toml\"\ntls_key_file = \"{}\"\n",
+        existing.display()
+    );
+    let config = load(&tls, &good_env()).unwrap();
+    let files = config.dashboard.tls.clone().unwrap();
+    assert!(
+        files.cert_file.is_absolute() && files.cert_file.ends_with("example.toml"),
+        "{files:?}"
+    );
+    assert_eq!(config.dashboard.clear_text_problem(), None);
+    assert!(config.summary().to_string().contains("0.0.0.0:8443 (https with /"));
+    let found = problems(
+        &format!("{MINIMAL}[dashboard]\ntls_cert_file = \"no-such.crt\"\ntls_key_file = \"example.toml\"\n"),
+        &good_env(),
+    );
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].starts_with("dashboard.tls_cert_file: cannot read /") && found[0].contains("no-such.crt"),
+        "{found:#?}"
+    );
+    let found = problems(
+        &format!("{MINIMAL}[dashboard]\ntls_cert_file = \"example.toml\"\n"),
+        &good_env(),
+    );
+    assert_eq!(
+        found,
+        ["dashboard: set both tls_cert_file and tls_key_file (PEM), or neither"]
+    );
+}
