@@ -43,6 +43,11 @@ struct Cli {
     /// Do not call Dynamics: judge from the sync database alone.
     #[arg(long)]
     no_probe: bool,
+    /// Instead of the health check: compare the application user's Dynamics privileges with what the sync needs
+    /// (least privilege). Exit 0 when it holds exactly what it needs, 1 when it holds more than it needs (warnings),
+    /// 2 when a needed privilege is missing. Reads no database.
+    #[arg(long, conflicts_with = "no_probe")]
+    privileges: bool,
 }
 
 /// The JSON document printed with `--json`.
@@ -95,6 +100,72 @@ fn main() -> ExitCode {
     }
 }
 
+fn client_of(
+    config: &IntegrationConfig,
+    organisation: &integration_config::OrganisationConfig,
+) -> Result<DynamicsClient, Misconfigured> {
+    DynamicsClient::for_organisation(
+        organisation,
+        ClientOptions {
+            rate_limit: config.rate_limit.clone(),
+            retry: config.retry.clone(),
+            ..ClientOptions::default()
+        },
+    )
+    .map_err(|e| Misconfigured(format!("the Dynamics client of organisation {}: {e}", organisation.id)))
+}
+
+/// `--privileges`: each organisation's application user against the privileges its mapping needs.
+async fn privileges(
+    cli: &Cli,
+    config: &IntegrationConfig,
+    organisations: &[&integration_config::OrganisationConfig],
+) -> anyhow::Result<ExitCode> {
+    let mut worst = 0u8;
+    let mut reports = Vec::new();
+    let mut text = String::new();
+    for organisation in organisations {
+        let client = client_of(config, organisation)?;
+        let needs = health_monitor::needs(&organisation.mapping, config.accounting.enabled);
+        let report = health_monitor::check_privileges(&client, &needs)
+            .await
+            .with_context(|| {
+                format!(
+                    "reading the privileges of organisation {}'s application user",
+                    organisation.id
+                )
+            })?;
+        worst = worst.max(if !report.sufficient() {
+            EXIT_UNHEALTHY
+        } else if !report.excess.is_empty() {
+            EXIT_DEGRADED
+        } else {
+            0
+        });
+        let _ = writeln!(
+            text,
+            "organisation {} ({}): Dynamics privileges",
+            organisation.id, organisation.name
+        );
+        let _ = write!(text, "{report}");
+        reports.push(serde_json::json!({ "organisation": organisation.id, "privileges": report }));
+    }
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "organisations": reports }))?
+        );
+    } else {
+        print!("{text}");
+        if worst != 0 {
+            println!(
+                "docs/hlf-it-prerequisites.md (section 3) lists the role the sync needs; send this output to HLF IT."
+            );
+        }
+    }
+    Ok(ExitCode::from(worst))
+}
+
 async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let path = cli.config.clone().ok_or_else(|| {
         Misconfigured(format!(
@@ -117,6 +188,9 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
+    if cli.privileges {
+        return privileges(cli, &config, &organisations).await;
+    }
     let store = Store::connect_read_only(config.store.url.expose_secret())
         .await
         .with_context(|| format!("reading the sync store {}", config.store.redacted_url()))?;
@@ -126,15 +200,7 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         organisations: Vec::new(),
     };
     for organisation in organisations {
-        let client = DynamicsClient::for_organisation(
-            organisation,
-            ClientOptions {
-                rate_limit: config.rate_limit.clone(),
-                retry: config.retry.clone(),
-                ..ClientOptions::default()
-            },
-        )
-        .map_err(|e| Misconfigured(format!("the Dynamics client of organisation {}: {e}", organisation.id)))?;
+        let client = client_of(&config, organisation)?;
         let probe = if cli.no_probe {
             Probe::Skip
         } else {

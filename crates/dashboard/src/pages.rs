@@ -640,6 +640,13 @@ fn config_body(frame: &Frame<'_>, data: &ConfigView) -> Markup {
                     dt { "Time zone" } dd { (org.time_zone) }
                     dt { "Language" } dd { (org.language) }
                     dt { "Mapping" } dd { code { (org.mapping_source) } }
+                    dt { "Dynamics privileges" }
+                    dd {
+                        a href={(frame.base.to("/config/privileges")) "?org=" (org.id)} {
+                            "Check the application user's security role"
+                        }
+                        " (asks Dynamics now)"
+                    }
                     @for (table, filter) in &org.filters {
                         dt { "Filter on " (table) } dd { code { (filter) } }
                     }
@@ -675,6 +682,71 @@ fn config_body(frame: &Frame<'_>, data: &ConfigView) -> Markup {
             pre { (data.settings) }
         }
     }
+}
+
+// ----- privileges -----
+
+pub(crate) async fn privileges(
+    State(shared): State<Arc<Shared>>,
+    Extension(admin): Extension<Admin>,
+    base: Base,
+    Query(query): Query<ListQuery>,
+) -> Response {
+    let frame = frame!(shared, base, admin);
+    respond(
+        view::privileges(&shared, query.org.as_deref())
+            .await
+            .map(|views| frame.page("Dynamics privileges", "/config", None, privileges_body(&views))),
+        &base,
+    )
+}
+
+fn privileges_body(views: &[view::PrivilegesView]) -> Markup {
+    html! {
+        p class="help" {
+            "The privileges the application user holds in Dynamics, read now, against what the sync needs with this "
+            "configuration. A missing privilege makes runs fail; one it does not need should be removed from the "
+            "security role. " code { "health-check --privileges" } " prints the same."
+        }
+        @for org in views {
+            section class="card" {
+                h2 { (org.name) span class="muted" { " (" (org.organisation) ")" } }
+                @if let Some(error) = &org.error {
+                    p class="error" { "Dynamics could not be asked: " (error) }
+                }
+                @if let Some(report) = &org.report {
+                    p { "Application user " code { (report.user_id) } "." }
+                    @if report.missing.is_empty() {
+                        p { span class="status healthy" { "OK" } " It holds all " (report.needed) " privileges the sync needs, at Organization level." }
+                    } @else {
+                        h3 { "Missing (runs fail until HLF IT adds them)" }
+                        ul {
+                            @for finding in &report.missing {
+                                li { span class="status unhealthy" { "Missing" } " " code { (finding.privilege) } ": " (finding.message) }
+                            }
+                        }
+                    }
+                    @if report.excess.is_empty() {
+                        p { "Nothing more than it needs." }
+                    } @else {
+                        h3 { "More than the sync needs (HLF IT can remove them)" }
+                        ul {
+                            @for finding in &report.excess {
+                                li { span class="status degraded" { "Not needed" } " " code { (finding.privilege) } ": " (finding.message) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(crate) async fn api_privileges(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<view::PrivilegesView>>> {
+    Ok(Json(view::privileges(&shared, query.org.as_deref()).await?))
 }
 
 // ----- certification cache -----

@@ -593,3 +593,47 @@ fn kind_text(kind: &FieldKind) -> String {
         other => other.name().to_owned(),
     }
 }
+
+/// One organisation's application user against the privileges its sync needs, read live from Dynamics.
+#[derive(Debug, Serialize)]
+pub(crate) struct PrivilegesView {
+    pub(crate) organisation: String,
+    pub(crate) name: String,
+    /// The comparison, when Dynamics answered.
+    pub(crate) report: Option<health_monitor::PrivilegeReport>,
+    /// Why Dynamics could not be asked (no secret in it).
+    pub(crate) error: Option<String>,
+}
+
+/// Asks Dynamics for each organisation's application user privileges (two requests each) and compares them with
+/// what its mapping needs.
+pub(crate) async fn privileges(shared: &Shared, org: Option<&str>) -> Result<Vec<PrivilegesView>> {
+    if let Some(id) = org
+        && !shared.services.contains_key(id)
+    {
+        return Err(Error::NotFound(format!("organisation {id}")));
+    }
+    let mut views = Vec::new();
+    for organisation in shared
+        .config
+        .organisations
+        .iter()
+        .filter(|o| org.is_none_or(|id| id == o.id))
+    {
+        let Some(service) = shared.services.get(&organisation.id) else {
+            continue;
+        };
+        let needs = health_monitor::needs(&organisation.mapping, shared.config.accounting.enabled);
+        let (report, error) = match health_monitor::check_privileges(service.client(), &needs).await {
+            Ok(report) => (Some(report), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        views.push(PrivilegesView {
+            organisation: organisation.id.clone(),
+            name: organisation.name.clone(),
+            report,
+            error,
+        });
+    }
+    Ok(views)
+}

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::dverror::{self, DvError};
 use crate::odata::{self, KeyRef, OrderTerm};
+use crate::role::Access;
 use crate::server::Shared;
 use crate::store::{Db, Row, Table, Undo, WriteMode};
 
@@ -266,6 +267,8 @@ enum Target {
     Count(String),
     Entity(String, String),
     Property(String, String, String),
+    /// `systemusers(<id>)/Microsoft.Dynamics.CRM.RetrieveUserPrivileges()`.
+    UserPrivileges(String),
 }
 
 fn parse_path(path: &str) -> Result<Target, DvError> {
@@ -300,6 +303,9 @@ fn parse_path(path: &str) -> Result<Target, DvError> {
     let after = &inner[close + 1..];
     if after.is_empty() {
         return Ok(Target::Entity(set.to_owned(), key));
+    }
+    if set == "systemusers" && after == "/Microsoft.Dynamics.CRM.RetrieveUserPrivileges()" {
+        return Ok(Target::UserPrivileges(key));
     }
     match after.strip_prefix('/') {
         Some(col) if !col.contains('/') && !col.is_empty() => Ok(Target::Property(set.to_owned(), key, col.to_owned())),
@@ -384,10 +390,16 @@ pub(crate) fn check_query_options(query: Option<&str>) -> Result<(), DvError> {
 pub(crate) fn read(ctx: &Ctx<'_>, db: &Db, req: &ApiRequest) -> Result<ApiResponse, DvError> {
     check_query_options(req.query.as_deref())?;
     let q = query_map(req.query.as_deref());
-    match parse_path(&req.path)? {
+    let target = parse_path(&req.path)?;
+    if let Target::Collection(set) | Target::Count(set) | Target::Entity(set, _) | Target::Property(set, _, _) = &target
+    {
+        require(ctx, db, Access::Read, set)?;
+    }
+    match target {
         Target::Batch => Err(method_not_allowed("GET")),
         Target::Metadata => Ok(csdl(db)),
         Target::WhoAmI => Ok(who_am_i(ctx)),
+        Target::UserPrivileges(key) => user_privileges(ctx, &key),
         Target::EntityDefinitions(rest) => crate::metadata_api::get(ctx, db, &rest, &q),
         Target::Collection(set) => {
             let t = table_index(db, &set)?;
@@ -449,6 +461,83 @@ fn method_not_allowed(method: &str) -> DvError {
         dverror::ODATA,
         format!("The requested resource does not support http method '{method}'."),
     )
+}
+
+/// Refuses a table request the configured role has no privilege for, in Dataverse's words.
+fn require(ctx: &Ctx<'_>, db: &Db, access: Access, set: &str) -> Result<(), DvError> {
+    let Some(t) = db.table_by_set(set) else {
+        return Ok(());
+    };
+    let entity = &db.tables[t].def.logical_name;
+    let missing = ctx
+        .shared
+        .faults
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .role
+        .missing(access, entity);
+    match missing {
+        None => Ok(()),
+        Some(privilege) => Err(DvError::new(
+            StatusCode::FORBIDDEN,
+            dverror::PRIVILEGE_DENIED,
+            format!(
+                "Principal user (Id={}, type=8, roleCount=1) is missing {privilege} privilege on OTC for entity '{entity}'.",
+                ctx.user
+            ),
+        )),
+    }
+}
+
+/// `RetrieveUserPrivileges` for the calling application user: the configured role's privileges.
+fn user_privileges(ctx: &Ctx<'_>, key: &str) -> Result<ApiResponse, DvError> {
+    let user: Uuid = key
+        .parse()
+        .map_err(|_| DvError::odata(format!("Bad Request - Error in query syntax. 'systemusers({key})'")))?;
+    if user != ctx.user {
+        return Err(DvError::new(
+            StatusCode::NOT_FOUND,
+            dverror::NOT_FOUND,
+            format!("systemuser With Id = {user} Does Not Exist"),
+        ));
+    }
+    let role = ctx
+        .shared
+        .faults
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .role
+        .privileges
+        .clone();
+    let business_unit = ctx.shared.settings.business_unit_id.to_string();
+    let privileges: Vec<Value> = role
+        .iter()
+        .map(|p| {
+            json!({
+                "Depth": p.depth,
+                "PrivilegeId": privilege_id(&p.name).to_string(),
+                "BusinessUnitId": business_unit,
+                "PrivilegeName": p.name,
+                "RecordFilterId": null,
+                "RecordFilterUniqueName": null,
+            })
+        })
+        .collect();
+    Ok(ApiResponse::json(
+        StatusCode::OK,
+        &json!({
+            "@odata.context": format!("{}/$metadata#Microsoft.Dynamics.CRM.RetrieveUserPrivilegesResponse", ctx.api),
+            "RolePrivileges": privileges,
+        }),
+    ))
+}
+
+/// A stable id per privilege name (FNV-1a), as Dataverse's privilege ids are stable per environment.
+fn privilege_id(name: &str) -> Uuid {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    Uuid::from_u64_pair(hash, hash.rotate_left(29))
 }
 
 fn who_am_i(ctx: &Ctx<'_>) -> ApiResponse {
@@ -904,6 +993,26 @@ pub(crate) fn write(
                 ctx.user
             ),
         ));
+    }
+    let access = match (&target, &req.method) {
+        (Target::Collection(set), &Method::POST) => Some((Access::Create, set)),
+        (Target::Entity(set, _) | Target::Property(set, _, _), &Method::PATCH | &Method::PUT) => {
+            Some((Access::Write, set))
+        }
+        (Target::Entity(set, _), &Method::DELETE) => Some((Access::Delete, set)),
+        (Target::Property(set, _, _), &Method::DELETE) => Some((Access::Write, set)),
+        _ => None,
+    };
+    if let Some((access, set)) = access {
+        require(ctx, db, access, set)?;
+        // An upsert that creates the row needs Create too.
+        if let Target::Entity(_, key) = &target
+            && req.method == Method::PATCH
+            && let Some(t) = db.table_by_set(set)
+            && find(&db.tables[t], key).is_err()
+        {
+            require(ctx, db, Access::Create, set)?;
+        }
     }
     match (target, req.method.clone()) {
         (Target::Collection(set), Method::POST) => {

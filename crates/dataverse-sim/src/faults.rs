@@ -50,6 +50,10 @@ pub struct FaultConfig {
     pub dropped_columns: Vec<String>,
     /// Columns dropped earlier to bring back, as `table.column`.
     pub restored_columns: Vec<String>,
+    /// The application user's security role, as privilege names with an optional depth (`prvReadContact`,
+    /// `prvWriteContact:Basic`; organisation depth when omitted). Once set, `RetrieveUserPrivileges` answers it and
+    /// every table request needs its privilege (403, 0x80040220, when missing).
+    pub role: Option<Vec<String>>,
     /// Faults after the request was carried out: the change is made, then the answer is lost.
     pub after_commit: AfterCommitConfig,
 }
@@ -134,6 +138,8 @@ pub(crate) struct FaultState {
     pub(crate) races: Vec<Race>,
     /// Entity sets the app may read but not write (403, privilege missing).
     pub(crate) denied: Vec<String>,
+    /// The application user's security role.
+    pub(crate) role: crate::role::Role,
 }
 
 impl FaultState {
@@ -153,6 +159,7 @@ impl FaultState {
             retry_after: 1,
             races: Vec::new(),
             denied: Vec::new(),
+            role: crate::role::Role::default(),
         }
     }
 
@@ -220,6 +227,7 @@ impl FaultState {
         self.throttle_until = None;
         self.races.clear();
         self.denied.clear();
+        self.role = crate::role::Role::default();
     }
 
     /// Decides the latency and the fault (if any) for one request.

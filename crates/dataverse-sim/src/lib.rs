@@ -18,6 +18,7 @@ mod metadata;
 mod metadata_api;
 mod odata;
 mod oidc;
+mod role;
 mod server;
 mod store;
 
@@ -27,6 +28,7 @@ pub use error::{Error, Result};
 pub use faults::FaultConfig;
 pub use generate::GenerateSpec;
 pub use limits::ServiceLimits;
+pub use role::{PrivilegeDepth, RolePrivilege, hlf_sync_role};
 pub use server::{
     API_PATH, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, Faults, RunningSimulator, SimState,
     Simulator, SimulatorBuilder, Stats, Transport,

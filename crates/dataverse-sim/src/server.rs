@@ -980,6 +980,15 @@ fn apply_config(shared: &Shared, faults: &mut FaultState, config: &FaultConfig) 
     if let Some(seed) = config.seed {
         faults.reseed(seed);
     }
+    if let Some(role) = &config.role {
+        faults.role = crate::role::Role {
+            privileges: role
+                .iter()
+                .map(|p| crate::role::RolePrivilege::parse(p))
+                .collect::<Result<_>>()?,
+            enforced: true,
+        };
+    }
     if let Some(ms) = config.latency_ms {
         faults.set_latency(Duration::from_millis(ms));
     }
@@ -1481,6 +1490,15 @@ impl Faults {
     /// Revokes every access token issued so far (Dataverse answers 401 until a new one is fetched).
     pub fn revoke_tokens(&self) {
         lock(&self.0.dir).tokens.clear();
+    }
+
+    /// Gives the application user exactly these privileges: `RetrieveUserPrivileges` answers them, and every table
+    /// request needs its privilege from now on (403, 0x80040220, when missing).
+    pub fn set_role(&self, privileges: Vec<crate::role::RolePrivilege>) {
+        self.state().role = crate::role::Role {
+            privileges,
+            enforced: true,
+        };
     }
 
     /// Makes the app lack the write privilege on `entity_set`: creates, updates and deletes answer 403 (0x80040220).

@@ -44,7 +44,7 @@ pub enum Error {
     },
     /// The application user lacks a privilege.
     #[error(
-        "Dynamics denied a privilege the sync needs ({code}): {message}; ask HLF IT to add it to the application user's security role"
+        "Dynamics denied a privilege the sync needs ({code}): {message}; ask HLF IT to add it to the application user's security role (`health-check --privileges` lists every privilege the sync needs)"
     )]
     PrivilegeDenied {
         /// The Dataverse error code.
@@ -381,7 +381,7 @@ mod tests {
         check(
             403,
             r#"{"error":{"code":"0x80040220","message":"Principal user (Id=1) is missing prvWriteContact privilege"}}"#,
-            "Dynamics denied a privilege the sync needs (0x80040220): Principal user (Id=1) is missing prvWriteContact privilege; ask HLF IT to add it to the application user's security role",
+            "Dynamics denied a privilege the sync needs (0x80040220): Principal user (Id=1) is missing prvWriteContact privilege; ask HLF IT to add it to the application user's security role (`health-check --privileges` lists every privilege the sync needs)",
         );
         check(
             400,

@@ -36,6 +36,6 @@ pub use client::{ClientMetrics, ClientOptions, DynamicsClient};
 pub use clock::{Clock, SystemClock, VirtualClock};
 pub use error::{AuthError, Error, Result};
 pub use field_mapping::Row;
-pub use metadata::WhoAmI;
+pub use metadata::{PrivilegeDepth, RolePrivilege, WhoAmI};
 pub use query::{Filter, IN_VALUES_PER_REQUEST, Literal, Order, Page, Query};
 pub use write::{AlternateKey, TableWriter, UpsertMode, WriteOutcome, Written};

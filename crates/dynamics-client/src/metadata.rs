@@ -25,6 +25,53 @@ pub struct WhoAmI {
     pub organization_id: Uuid,
 }
 
+/// How far a privilege of a security role reaches: the user's own rows, their business unit, it and its children, or
+/// the whole organisation (Dataverse's `PrivilegeDepth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+pub enum PrivilegeDepth {
+    /// The user's own rows ("User" in the role editor).
+    Basic,
+    /// The user's business unit.
+    Local,
+    /// The business unit and its children ("Parent: Child Business Units").
+    Deep,
+    /// Every row ("Organization").
+    Global,
+    /// A depth this client does not know (a record filter).
+    #[serde(other)]
+    Other,
+}
+
+impl PrivilegeDepth {
+    /// The name the security role editor shows.
+    pub fn role_editor_name(self) -> &'static str {
+        match self {
+            PrivilegeDepth::Basic => "User",
+            PrivilegeDepth::Local => "Business Unit",
+            PrivilegeDepth::Deep => "Parent: Child Business Units",
+            PrivilegeDepth::Global => "Organization",
+            PrivilegeDepth::Other => "a record filter",
+        }
+    }
+}
+
+/// One privilege a user holds through its roles: `RetrieveUserPrivileges`' `RolePrivilege`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RolePrivilege {
+    /// The privilege's name, e.g. `prvWriteContact`.
+    #[serde(rename = "PrivilegeName")]
+    pub name: String,
+    /// How far it reaches.
+    #[serde(rename = "Depth")]
+    pub depth: PrivilegeDepth,
+}
+
+#[derive(Deserialize)]
+struct UserPrivileges {
+    #[serde(rename = "RolePrivileges", default)]
+    role_privileges: Vec<RolePrivilege>,
+}
+
 #[derive(Deserialize)]
 struct EntityDefinition {
     #[serde(rename = "LogicalName")]
@@ -87,6 +134,16 @@ impl DynamicsClient {
     pub async fn who_am_i(&self) -> Result<WhoAmI> {
         let answer = self.send(&self.get(self.url("WhoAmI")?)).await?;
         serde_json::from_slice(&answer.body).map_err(|e| Error::decode("the WhoAmI answer", e))
+    }
+
+    /// The privileges `user` holds through its security roles and teams (`RetrieveUserPrivileges`, one request).
+    pub async fn user_privileges(&self, user: Uuid) -> Result<Vec<RolePrivilege>> {
+        let answer: UserPrivileges = self
+            .get_json(&format!(
+                "systemusers({user})/Microsoft.Dynamics.CRM.RetrieveUserPrivileges()"
+            ))
+            .await?;
+        Ok(answer.role_privileges)
     }
 
     /// Reads a table's column metadata and whether change tracking is enabled: three to five requests (the

@@ -13,6 +13,7 @@ mod deliver;
 mod error;
 mod health;
 mod metrics;
+mod privileges;
 mod texts;
 
 pub use alerts::{Condition, Evaluation, MANAGED_CAUSES};
@@ -23,4 +24,5 @@ pub use health::{
     OrganisationHealth, PostingHealth, Probe, Status,
 };
 pub use metrics::{METRICS_CONTENT_TYPE, metrics_router, render_metrics};
+pub use privileges::{Access, Need, PrivilegeFinding, PrivilegeReport, assess, check_privileges, needs};
 pub use sync_store::LastSuccess;

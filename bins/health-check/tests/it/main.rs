@@ -300,3 +300,96 @@ async fn the_human_summary_matches_its_golden_file() {
     expect_test::expect_file!["../../../../docs/output/health-check.txt"].assert_eq(&printed);
     setup.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn privileges_are_compared_with_what_the_mapping_needs() {
+    let setup = setup().await;
+    // The emulator's default role is the minimal one of docs/hlf-it-prerequisites.md.
+    let output = setup.check(&["--privileges"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let printed = normalize::normalize(&String::from_utf8_lossy(&output.stdout), setup.dir.path());
+    expect_test::expect_file!["../../../../docs/output/health-check-privileges.txt"].assert_eq(&printed);
+
+    // A role without write on contacts, at user depth for reading, and with delete and share it does not need.
+    use dataverse_sim::{PrivilegeDepth, RolePrivilege};
+    setup.sim.faults().set_role(vec![
+        RolePrivilege {
+            name: "prvReadContact".into(),
+            depth: PrivilegeDepth::Basic,
+        },
+        RolePrivilege::global("prvDeleteContact"),
+        RolePrivilege::global("prvShareContact"),
+        RolePrivilege::global("prvReadAccount"),
+    ]);
+    let output = setup.check(&["--privileges"]).await;
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let printed = normalize::normalize(&String::from_utf8_lossy(&output.stdout), setup.dir.path());
+    expect_test::expect_file!["../../../../docs/output/health-check-privileges-missing.txt"].assert_eq(&printed);
+    let json = setup.check(&["--privileges", "--json"]).await;
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let privileges = &report["organisations"][0]["privileges"];
+    assert_eq!(privileges["missing"][1]["privilege"], "prvWriteContact", "{report}");
+    assert_eq!(privileges["missing"][0]["held"], "Basic", "{report}");
+    assert_eq!(privileges["excess"].as_array().unwrap().len(), 2, "{report}");
+
+    // Only more than it needs: a warning, exit 1.
+    let mut role = dataverse_sim::hlf_sync_role();
+    role.push(RolePrivilege::global("prvDeleteContact"));
+    setup.sim.faults().set_role(role);
+    let output = setup.check(&["--privileges"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(text(&output).contains("warning: prvDeleteContact is more than the sync needs"));
+
+    // And the enforced role makes Dynamics refuse what it lacks, as the real one does.
+    setup
+        .sim
+        .faults()
+        .set_role(vec![RolePrivilege::global("prvReadContact")]);
+    let client = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(setup.sim.ca_certificate_pem().unwrap().as_bytes()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let token: serde_json::Value = client
+        .post(setup.sim.token_url())
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "grant_type=client_credentials&client_id={DEFAULT_CLIENT_ID}&client_secret={}&scope={}",
+            DEFAULT_CLIENT_SECRET
+                .replace('+', "%2B")
+                .replace('/', "%2F")
+                .replace('=', "%3D"),
+            setup.sim.scope().replace(':', "%3A").replace('/', "%2F")
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bearer = token["access_token"].as_str().unwrap();
+    let read = client
+        .get(format!("{}/contacts?$select=lastname", setup.sim.api_url()))
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let write = client
+        .patch(format!("{}/contacts(hlf_membernumber='1001')", setup.sim.api_url()))
+        .bearer_auth(bearer)
+        .header("If-Match", "*")
+        .json(&serde_json::json!({ "lastname": "Endret" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status(), 403);
+    let body: serde_json::Value = write.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "0x80040220", "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("prvWriteContact"),
+        "{body}"
+    );
+    setup.sim.shutdown().await;
+}

@@ -14,6 +14,11 @@ pub(crate) fn normalize(text: &str, dir: &std::path::Path) -> String {
         (r"took \d+\.\d s", "took 0.4 s"),
         (r"waited \d+\.\d s", "waited 0.0 s"),
         (r"WhoAmI in \d+ ms", "WhoAmI in 40 ms"),
+        // The emulator's application user is made anew at each start.
+        (
+            r"application user \([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\)",
+            "application user (5f0c2a8e-3d41-4b7a-9c15-7e2b8d6a0f13)",
+        ),
         // Clock times, with and without the local zone.
         (
             r"\d{4}-\d\d-\d\d \d\d:\d\d (CET|CEST) \(\d\d:\d\d UTC\)",

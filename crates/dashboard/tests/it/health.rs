@@ -171,3 +171,46 @@ async fn the_overview_and_run_log_show_the_accounting_export_and_its_reconciliat
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_configuration_page_checks_the_application_user_s_privileges_on_request() {
+    each(|db| async move {
+        let w = World::new(&db).await;
+        let (status, _, page) = send(&w.router, get("/config").bearer(TOKEN)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("/config/privileges?org=hlf"), "{page}");
+        let (status, _, page) = send(&w.router, get("/config/privileges?org=hlf").bearer(TOKEN)).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert!(page.contains("It holds all 2 privileges the sync needs"), "{page}");
+        assert!(page.contains("Nothing more than it needs."), "{page}");
+
+        let mut role = vec![dataverse_sim::RolePrivilege::global("prvReadContact")];
+        role.push(dataverse_sim::RolePrivilege::global("prvDeleteContact"));
+        w.sim.faults().set_role(role);
+        let (_, _, page) = send(&w.router, get("/config/privileges").bearer(TOKEN)).await;
+        assert!(page.contains("Missing</span> <code>prvWriteContact</code>"), "{page}");
+        assert!(
+            page.contains("Not needed</span> <code>prvDeleteContact</code>"),
+            "{page}"
+        );
+        let (status, _, body) = send(&w.router, get("/api/privileges?org=hlf").bearer(TOKEN)).await;
+        assert_eq!(status, StatusCode::OK);
+        let json: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            json[0]["report"]["missing"][0]["privilege"], "prvWriteContact",
+            "{json}"
+        );
+        assert_eq!(json[0]["report"]["excess"][0]["access"], "delete", "{json}");
+
+        // Dynamics unreachable: the page says so instead of failing.
+        w.sim.faults().fail_next(50, 503);
+        let (status, _, page) = send(&w.router, get("/config/privileges").bearer(TOKEN)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("Dynamics could not be asked"), "{page}");
+        let (status, _, _) = send(&w.router, get("/config/privileges?org=nobody").bearer(TOKEN)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        drop(w);
+        db
+    })
+    .await;
+}

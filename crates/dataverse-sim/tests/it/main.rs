@@ -11,5 +11,6 @@ mod hardening;
 mod limits;
 mod metadata;
 mod query;
+mod role;
 mod scale;
 mod write;
