@@ -6,6 +6,7 @@
 
 mod commands;
 mod demo;
+mod live;
 mod monitor;
 mod progress;
 mod summary;
@@ -89,7 +90,16 @@ enum Command {
 enum ConfigAction {
     /// Validate the configuration file and the credential variables, then print the effective settings with
     /// secrets shown only as "set". Every problem is listed at once.
-    Check,
+    Check {
+        /// Also check against the live Dynamics instance, reading only: each table's metadata against the field
+        /// mapping, and the application user's privileges against what the mapping needs. Exit 3 when either does
+        /// not fit, 1 when Dynamics cannot be asked.
+        #[arg(long)]
+        live: bool,
+        /// With --live: only this organisation.
+        #[arg(long, value_name = "ID", requires = "live")]
+        org: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -161,10 +171,21 @@ fn init_logging(format: LogFormat, default: &str) {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Config {
-            action: ConfigAction::Check,
+            action: ConfigAction::Check { live, org },
         } => {
             let config = load_config(cli.config)?;
             println!("{}", config.summary());
+            if live {
+                let found = live::check(&config, org.as_deref()).await?;
+                print!("\n{}", found.text);
+                if found.misfit {
+                    println!(
+                        "\nconfiguration does not fit the live instance: fix the mapping file or ask HLF IT for the \
+                         privileges named above, then run `config check --live` again"
+                    );
+                    return Ok(ExitCode::from(EXIT_MISCONFIGURED));
+                }
+            }
             let n = &config.notifications;
             if n.email.is_none() && n.webhook.is_none() {
                 // Valid, but nobody hears of a certification that cannot be written or of an alert.
