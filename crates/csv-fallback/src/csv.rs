@@ -29,8 +29,8 @@ fn is_plain_number(cell: &str) -> bool {
             .all(|c| c.is_ascii_digit() || matches!(c, '+' | '-' | ' ' | '(' | ')' | '.' | ',' | '/'))
 }
 
-/// A cell made safe against formula injection: one a spreadsheet would read as a formula (see
-/// [`looks_like_formula`]: `=`, `+`, `-`, `@` or their full-width forms first, after any white space; or a tab,
+/// A cell made safe against formula injection: one a spreadsheet would read as a formula (`=`, `+`, `-`, `@` or
+/// their full-width forms first, after any white space; or a tab,
 /// carriage return or line feed first) gets a leading apostrophe, so spreadsheets show it as text. Plain numbers and
 /// phone numbers, and every other cell, are returned unchanged.
 pub fn neutralise(cell: &str) -> Cow<'_, str> {
