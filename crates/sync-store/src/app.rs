@@ -19,6 +19,8 @@ use crate::model::{Certification, ChangeCursor, Membership, Mentor, MentorSnapsh
 ///
 /// Errors: return [`crate::Error::Refused`] when the app refuses a change for one record (a constraint, a
 /// validation): the engine queues that record with the reason and the run goes on. Any other error fails the run.
+///
+/// With the `mock` feature, `MockAppStore` is a mockall mock of this trait for a backend's own unit tests.
 #[async_trait]
 pub trait AppStore: Send + Sync {
     /// Mentors of `organisation_id` whose row or certifications changed at or after `since`, in change order,

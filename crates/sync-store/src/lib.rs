@@ -7,11 +7,15 @@
 //! implements that trait and keeps [`Store`] for the sync state.
 
 mod app;
+#[cfg(feature = "testing")]
+mod conformance;
 mod db;
 mod demo;
 mod erasure;
 mod error;
 mod lock;
+#[cfg(feature = "mock")]
+mod mock;
 mod model;
 mod monitor;
 mod posting;
@@ -25,6 +29,8 @@ pub use demo::{DemoSpec, DemoSummary};
 pub use erasure::ForgetReport;
 pub use error::{Error, Result};
 pub use lock::RunLock;
+#[cfg(feature = "mock")]
+pub use mock::MockAppStore;
 pub use model::*;
 pub use monitor::{CacheSummary, LastSuccess};
 pub use posting::PostingStore;

@@ -4,6 +4,7 @@
 
 use sqlx::{AnyPool, Executor};
 
+pub use crate::conformance::{AppFixture, ConformanceReport, app_store_conformance};
 use crate::db::Store;
 use crate::error::{Context, Result};
 

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
 mod app;
+mod contract;
 mod edges;
 mod lock;
 mod postings;
