@@ -202,7 +202,10 @@ async fn scoping(f: &dyn AppFixture, run: &str) -> std::result::Result<(), Strin
     )?;
     expect(
         "mentors(A, [B's id])",
-        ids(&app.mentors(&a, std::slice::from_ref(&mb)).await.map_err(err("mentors"))?),
+        ids(&app
+            .mentors(&a, std::slice::from_ref(&mb))
+            .await
+            .map_err(err("mentors"))?),
         vec![],
     )?;
     expect(

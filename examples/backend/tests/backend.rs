@@ -70,15 +70,43 @@ async fn the_backend_s_app_store_keeps_the_contract_on_both_databases() {
     }
 }
 
-/// The emulator with `mentors` linked and shown on the public website after a first sync, and the backend over
-/// SQLite files in `dir`.
-async fn world(dir: &std::path::Path, mentors: usize) -> (RunningSimulator, Backend) {
+/// The example's database: a fresh PostgreSQL database when `TEST_DATABASE_URL` is set (dropped at the end), SQLite
+/// files in a temporary folder otherwise. The backend's tables and the sync state share it.
+struct Database {
+    url: String,
+    postgres: Option<TestDatabase>,
+}
+
+impl Database {
+    async fn new(dir: &std::path::Path) -> Database {
+        match TestDatabase::postgres().await.unwrap() {
+            Some(db) => Database {
+                url: db.url.clone(),
+                postgres: Some(db),
+            },
+            None => Database {
+                url: format!("sqlite://{}", dir.join("backend.db").display()),
+                postgres: None,
+            },
+        }
+    }
+
+    async fn cleanup(self) {
+        if let Some(db) = self.postgres {
+            db.cleanup().await.unwrap();
+        }
+    }
+}
+
+/// The emulator with `mentors` linked and shown on the public website after a first sync, and the backend on
+/// `database`.
+async fn world(dir: &std::path::Path, database: &Database, mentors: usize) -> (RunningSimulator, Backend) {
     let sim = Simulator::builder().start().await.unwrap();
     let text = format!(
-        "mapping = \"builtin:hlf-default\"\n[store]\nurl = \"sqlite://{}\"\n[retry]\nmax_attempts = 2\n\
+        "mapping = \"builtin:hlf-default\"\n[store]\nurl = \"{}\"\n[retry]\nmax_attempts = 2\n\
          initial_backoff_ms = 20\ntotal_budget_seconds = 2\n[[organisations]]\nid = \"hlf\"\nname = \"HLF\"\n\
          authority_host = \"{}\"\n",
-        dir.join("sync.db").display(),
+        database.url,
         sim.authority_url()
     );
     let mut env = sim.worker_environment("DYNAMICS");
@@ -92,8 +120,7 @@ async fn world(dir: &std::path::Path, mentors: usize) -> (RunningSimulator, Back
         push_backoff: Duration::from_millis(100),
         push_backoff_max: Duration::from_millis(400),
     };
-    let url = format!("sqlite://{}", dir.join("backend.db").display());
-    let backend = Backend::new(config, &url, options).await.unwrap();
+    let backend = Backend::new(config, &database.url, options).await.unwrap();
     let earlier = Utc::now() - chrono::Duration::hours(1);
     for i in 0..mentors {
         let member = format!("{}", 700_000 + i);
@@ -166,7 +193,8 @@ async fn serve(backend: &Backend) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_certification_is_hidden_on_the_public_site_within_seconds() {
     let dir = tempfile_dir();
-    let (sim, backend) = world(&dir, 50).await;
+    let database = Database::new(&dir).await;
+    let (sim, backend) = world(&dir, &database, 50).await;
     let base = serve(&backend).await;
     let pusher = tokio::spawn(backend.pusher.clone().run());
     let http = reqwest::Client::new();
@@ -227,12 +255,14 @@ async fn a_revoked_certification_is_hidden_on_the_public_site_within_seconds() {
     }
     pusher.abort();
     sim.shutdown().await;
+    database.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_while_dynamics_is_down_waits_in_the_queue_and_is_never_lost() {
     let dir = tempfile_dir();
-    let (sim, backend) = world(&dir, 3).await;
+    let database = Database::new(&dir).await;
+    let (sim, backend) = world(&dir, &database, 3).await;
     let base = serve(&backend).await;
     let http = reqwest::Client::new();
     sim.faults().set_error_rate(503, 1.0).unwrap();
@@ -260,10 +290,9 @@ async fn an_event_while_dynamics_is_down_waits_in_the_queue_and_is_never_lost() 
     assert!(is_shown(&sim, 1));
     // A restart loses nothing: the queue is in the backend's database.
     pusher.abort();
-    let reopened = BackendStore::connect(&format!("sqlite://{}", dir.join("backend.db").display()))
-        .await
-        .unwrap();
+    let reopened = BackendStore::connect(&database.url).await.unwrap();
     assert_eq!(reopened.queued_pushes().await.unwrap(), 1);
+    drop(reopened);
     // Dynamics back: the next attempt goes through.
     sim.faults().clear();
     let pusher = tokio::spawn(backend.pusher.clone().run());
@@ -281,8 +310,47 @@ async fn an_event_while_dynamics_is_down_waits_in_the_queue_and_is_never_lost() 
         assert!(started.elapsed() < Duration::from_secs(10));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+
+    // A run holding the organisation's lock: the push waits for it instead of overlapping it.
+    let lock = backend
+        .sync_state
+        .try_lock("hlf", "a nightly run", Duration::from_secs(600), Utc::now())
+        .await
+        .unwrap()
+        .expect("the lock is free");
+    let answer = http
+        .post(format!("{base}/mentors/u002/certification/revoke"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    let started = Instant::now();
+    loop {
+        let waiting = backend
+            .store
+            .due_pushes(Utc::now() + chrono::Duration::days(1), 10)
+            .await
+            .unwrap();
+        if waiting.first().is_some_and(|p| p.attempts >= 1) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no attempt: {waiting:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(is_shown(&sim, 2));
+    lock.release().await.unwrap();
+    let started = Instant::now();
+    while is_shown(&sim, 2) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still shown after the run released its lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     pusher.abort();
     sim.shutdown().await;
+    drop(backend);
+    database.cleanup().await;
 }
 
 fn tempfile_dir() -> std::path::PathBuf {
