@@ -4,17 +4,23 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use dataverse_sim::{AppRegistration, FaultConfig, GenerateSpec, ServiceLimits, Simulator, Transport};
+use dynamics_client::{ClientOptions, DynamicsClient};
 
-/// Runs a local emulator of the Dataverse Web API v9.2 and the Azure AD v2.0 token endpoint.
+mod snapshot;
+
+/// Runs a local emulator of the Dataverse Web API v9.2 and the Azure AD v2.0 token endpoint; or, with
+/// `snapshot`, reads a Dataverse instance's table definitions into emulator fixtures.
 #[derive(Debug, Parser)]
-#[command(name = "dataverse-sim", version)]
+#[command(name = "dataverse-sim", version, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Loopback address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
@@ -101,6 +107,56 @@ struct Args {
     after_commit_timeout_rate: Option<f64>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Write a Dataverse instance's table definitions (attributes, option sets, alternate keys; no rows) as
+    /// emulator fixtures in DIR/metadata/<table>.json, loadable with `--data DIR`. Reads only. Credentials come
+    /// from DYNAMICS_TENANT_ID, DYNAMICS_CLIENT_ID and DYNAMICS_CLIENT_SECRET (or their _FILE forms).
+    Snapshot {
+        /// The instance's organisation URL, e.g. https://hlf-sandbox.crm4.dynamics.com.
+        #[arg(long, value_name = "URL")]
+        target: String,
+        /// The tables' logical names, comma-separated.
+        #[arg(long, value_name = "TABLES", value_delimiter = ',', required = true)]
+        tables: Vec<String>,
+        /// The folder to write into (DIR/metadata/ is created).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The Azure AD authority host, when not https://login.microsoftonline.com (the emulator's, in tests).
+        #[arg(long, value_name = "URL")]
+        authority_host: Option<String>,
+        /// An extra CA certificate (PEM) to trust for the instance and Azure AD.
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
+    },
+}
+
+/// The production client for `target` with the DYNAMICS_* credentials of the environment.
+fn client(target: &str, authority_host: Option<&str>, ca_file: Option<&Path>) -> anyhow::Result<DynamicsClient> {
+    let mut env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    env.insert("DYNAMICS_INSTANCE_URL".to_owned(), target.to_owned());
+    env.remove("DYNAMICS_INSTANCE_URL_FILE");
+    let mut text =
+        "mapping = \"builtin:hlf-default\"\n[[organisations]]\nid = \"target\"\nname = \"target\"\n".to_owned();
+    if let Some(host) = authority_host {
+        text.push_str(&format!("authority_host = {}\n", toml::Value::String(host.to_owned())));
+    }
+    let config = integration_config::IntegrationConfig::from_toml(&text, "snapshot", Path::new("."), &env)
+        .context("the DYNAMICS_* credentials")?;
+    let organisation = config.organisations.first().context("the target organisation")?;
+    let extra_root_certificates = match ca_file {
+        Some(path) => vec![std::fs::read(path).with_context(|| format!("reading {}", path.display()))?],
+        None => Vec::new(),
+    };
+    Ok(DynamicsClient::for_organisation(
+        organisation,
+        ClientOptions {
+            extra_root_certificates,
+            ..ClientOptions::default()
+        },
+    )?)
+}
+
 fn parse_rate(text: &str) -> Result<(String, f64), String> {
     let (status, rate) = text.split_once('=').ok_or("expected STATUS=RATE, e.g. 503=0.05")?;
     let rate: f64 = rate.parse().map_err(|_| format!("`{rate}` is not a number"))?;
@@ -146,6 +202,20 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(Command::Snapshot {
+        target,
+        tables,
+        out,
+        authority_host,
+        ca_file,
+    }) = &args.command
+    {
+        let client = client(target, authority_host.as_deref(), ca_file.as_deref())?;
+        for path in snapshot::write(&client, tables, out).await? {
+            println!("wrote {}", path.display());
+        }
+        return Ok(());
+    }
     if !args.host.is_loopback() {
         bail!(
             "--host {} is not a loopback address; the simulator only serves loopback",

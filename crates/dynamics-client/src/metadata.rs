@@ -136,6 +136,13 @@ impl DynamicsClient {
         serde_json::from_slice(&answer.body).map_err(|e| Error::decode("the WhoAmI answer", e))
     }
 
+    /// Any Web API resource as JSON, by a path relative to the API base (for example
+    /// `EntityDefinitions(LogicalName='contact')/Keys`): a GET with the client's authentication, throttling and
+    /// retries. It never writes; tools such as the emulator's metadata snapshot read through it.
+    pub async fn get_value(&self, path: &str) -> Result<serde_json::Value> {
+        self.get_json(path).await
+    }
+
     /// The privileges `user` holds through its security roles and teams (`RetrieveUserPrivileges`, one request).
     pub async fn user_privileges(&self, user: Uuid) -> Result<Vec<RolePrivilege>> {
         let answer: UserPrivileges = self

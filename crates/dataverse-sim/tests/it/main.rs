@@ -13,4 +13,5 @@ mod metadata;
 mod query;
 mod role;
 mod scale;
+mod snapshot;
 mod write;
