@@ -9,6 +9,7 @@ mod api;
 mod auth;
 mod batch;
 mod clock;
+pub mod conformance;
 mod dverror;
 mod error;
 mod faults;

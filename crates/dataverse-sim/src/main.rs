@@ -109,6 +109,27 @@ struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
+    /// Run the emulator's conformance checks against a Dataverse instance (the emulator itself or a real sandbox)
+    /// and report each difference from Dataverse's documented behaviour. Read-only unless --scratch-table names a
+    /// table the write checks may create, change and delete their own rows in. Exit 0 without differences, 1 with.
+    /// Credentials come from DYNAMICS_TENANT_ID, DYNAMICS_CLIENT_ID and DYNAMICS_CLIENT_SECRET (or their _FILE forms).
+    Conformance {
+        /// The instance's organisation URL.
+        #[arg(long, value_name = "URL")]
+        target: String,
+        /// A table (logical name) the write checks may use; never `contact`.
+        #[arg(long, value_name = "NAME")]
+        scratch_table: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The Azure AD authority host, when not https://login.microsoftonline.com.
+        #[arg(long, value_name = "URL")]
+        authority_host: Option<String>,
+        /// An extra CA certificate (PEM) to trust for the instance and Azure AD.
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
+    },
     /// Write a Dataverse instance's table definitions (attributes, option sets, alternate keys; no rows) as
     /// emulator fixtures in DIR/metadata/<table>.json, loadable with `--data DIR`. Reads only. Credentials come
     /// from DYNAMICS_TENANT_ID, DYNAMICS_CLIENT_ID and DYNAMICS_CLIENT_SECRET (or their _FILE forms).
@@ -202,6 +223,29 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(Command::Conformance {
+        target,
+        scratch_table,
+        json,
+        authority_host,
+        ca_file,
+    }) = &args.command
+    {
+        if scratch_table.as_deref() == Some("contact") {
+            bail!("--scratch-table contact refused: the write checks never touch contacts; name a table made for them");
+        }
+        let client = client(target, authority_host.as_deref(), ca_file.as_deref())?;
+        let options = dataverse_sim::conformance::Options {
+            scratch_table: scratch_table.clone(),
+        };
+        let report = dataverse_sim::conformance::run(&client, &options).await?;
+        if *json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("conformance of {target}: {report}");
+        }
+        std::process::exit(i32::from(!report.differences.is_empty()));
+    }
     if let Some(Command::Snapshot {
         target,
         tables,

@@ -91,6 +91,29 @@ pub(crate) struct Call {
 }
 
 /// An answer with a success status.
+/// A Web API answer as it came: see [`DynamicsClient::exchange`].
+#[derive(Debug, Clone)]
+pub struct RawAnswer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl RawAnswer {
+    /// The body as JSON (`Null` when it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// A header's value as text, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Answer {
     pub(crate) status: StatusCode,
@@ -193,6 +216,60 @@ impl DynamicsClient {
             .api_base
             .join(path)
             .map_err(|e| Error::decode(format!("request path {path}"), e))
+    }
+
+    /// One raw exchange with the Web API, for diagnostics such as the emulator's conformance check (the sync never
+    /// uses it): `method` on `path` (relative to the API base, or an absolute URL under it such as a next link)
+    /// with `headers` and `body`, authenticated, inside the request budget, sent once, with no retry and no
+    /// interpretation of the answer. Only a transport or token failure is an `Err`.
+    pub async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<RawAnswer> {
+        let inner = &self.inner;
+        let target = if path.starts_with(inner.api_base.as_str()) {
+            Url::parse(path).map_err(|e| Error::decode("an absolute request URL", e))?
+        } else {
+            self.url(path)?
+        };
+        let (slot, waited) = inner.budget.acquire().await;
+        self.add_wait(waited);
+        let token = inner.tokens.token().await?;
+        let mut request = inner
+            .http
+            .request(method, target.clone())
+            .header(http::header::AUTHORIZATION, token.header_value()?);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let sent_at = inner.clock.now();
+        inner.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let outcome = request.send().await;
+        let answer = match outcome {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let headers = response.headers().clone();
+                let body = response.bytes().await;
+                body.map(|body| RawAnswer {
+                    status,
+                    headers,
+                    body: body.to_vec(),
+                })
+            }
+            Err(e) => Err(e),
+        };
+        slot.finish(inner.clock.now().saturating_duration_since(sent_at));
+        answer.map_err(|source| Error::Transport {
+            url: format!("{}{}", target.origin().ascii_serialization(), target.path()),
+            attempts: 1,
+            source,
+        })
     }
 
     /// A GET with the standard OData headers.

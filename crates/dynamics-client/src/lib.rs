@@ -32,7 +32,7 @@ pub mod fuzzing;
 pub use auth::{AzureAdTokenSource, BearerToken, StaticTokenSource, TokenSource};
 pub use batch::{BatchMode, BatchOperation, BatchSizer, MAX_BATCH_OPERATIONS, PartResult};
 pub use changes::{Change, ChangePage, ChangeRead};
-pub use client::{ClientMetrics, ClientOptions, DynamicsClient};
+pub use client::{ClientMetrics, ClientOptions, DynamicsClient, RawAnswer};
 pub use clock::{Clock, SystemClock, VirtualClock};
 pub use error::{AuthError, Error, Result};
 pub use field_mapping::Row;

@@ -7,6 +7,7 @@ mod common;
 mod conformance;
 mod delta;
 mod faults;
+mod fidelity;
 mod hardening;
 mod limits;
 mod metadata;
