@@ -35,6 +35,16 @@ struct Frame<'a> {
     base: &'a Base,
     admin: &'a Admin,
     now: DateTime<Utc>,
+    tz: chrono_tz::Tz,
+}
+
+impl Frame<'_> {
+    fn clock(&self) -> Now {
+        Now {
+            at: self.now,
+            tz: self.tz,
+        }
+    }
 }
 
 const NAV: [(&str, &str); 8] = [
@@ -62,8 +72,16 @@ fn notice_text(code: &str) -> Option<&'static str> {
     })
 }
 
-fn when(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%d %H:%M UTC").to_string()
+/// The present moment and the zone times are shown in (the first organisation's, Europe/Oslo for HLF).
+#[derive(Debug, Clone, Copy)]
+struct Now {
+    at: DateTime<Utc>,
+    tz: chrono_tz::Tz,
+}
+
+/// An instant in the dashboard's zone with its abbreviation, e.g. `2026-12-02 02:00 CET` (`CEST` in summer).
+fn when(at: DateTime<Utc>, tz: chrono_tz::Tz) -> String {
+    at.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string()
 }
 
 fn ago(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
@@ -76,11 +94,15 @@ fn ago(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
-fn time(at: DateTime<Utc>, now: DateTime<Utc>) -> Markup {
-    html! { time datetime=(at.to_rfc3339()) title=(ago(at, now)) { (when(at)) } }
+/// The exact local time, with how long ago beside it; the machine-readable instant in UTC.
+fn time(at: DateTime<Utc>, now: Now) -> Markup {
+    html! {
+        time datetime=(at.to_rfc3339()) { (when(at, now.tz)) }
+        span class="muted" { " (" (ago(at, now.at)) ")" }
+    }
 }
 
-fn opt_time(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Markup {
+fn opt_time(at: Option<DateTime<Utc>>, now: Now) -> Markup {
     match at {
         Some(at) => time(at, now),
         None => html! { span class="muted" { "never" } },
@@ -154,7 +176,10 @@ impl Frame<'_> {
                         }
                         (body)
                     }
-                    footer { "Generated " (when(self.now)) ". Times are UTC." }
+                    footer {
+                        "Generated " (when(self.now, self.tz)) ". Times are in " (self.tz.name())
+                        " time, with how long ago in brackets; the JSON API gives them in UTC."
+                    }
                 }
             }
         };
@@ -224,6 +249,11 @@ macro_rules! frame {
             base: &$base,
             admin: &$admin,
             now: $shared.clock.now(),
+            tz: $shared
+                .config
+                .organisations
+                .first()
+                .map_or(chrono_tz::UTC, |o| o.time_zone),
         }
     };
 }
@@ -251,7 +281,7 @@ pub(crate) async fn overview(
 
 fn overview_body(frame: &Frame<'_>, data: &Overview) -> Markup {
     let base = frame.base;
-    let now = frame.now;
+    let now = frame.clock();
     html! {
         @for org in &data.organisations {
             section class="card org" {
@@ -390,7 +420,7 @@ pub(crate) async fn runs(
 }
 
 fn runs_body(frame: &Frame<'_>, org: Option<&str>, runs: &[RunView]) -> Markup {
-    let now = frame.now;
+    let now = frame.clock();
     html! {
         (frame.org_filter("/runs", org))
         @if runs.is_empty() {
@@ -463,7 +493,7 @@ pub(crate) async fn failures(
 }
 
 fn failures_body(frame: &Frame<'_>, org: Option<&str>, records: &[FailureView]) -> Markup {
-    let now = frame.now;
+    let now = frame.clock();
     let base = frame.base;
     html! {
         (frame.org_filter("/failures", org))
@@ -549,7 +579,7 @@ pub(crate) async fn conflicts(
 }
 
 fn conflicts_body(frame: &Frame<'_>, org: Option<&str>, conflicts: &[ConflictView]) -> Markup {
-    let now = frame.now;
+    let now = frame.clock();
     html! {
         (frame.org_filter("/conflicts", org))
         p class="help" {
@@ -625,7 +655,7 @@ fn config_body(frame: &Frame<'_>, data: &ConfigView) -> Markup {
         }
         section class="card" {
             h2 { "Schedule" }
-            p { (data.schedule) "; next run " (time(data.next_run_at, frame.now)) "." }
+            p { (data.schedule) "; next run " (time(data.next_run_at, frame.clock())) "." }
         }
         @for org in &data.organisations {
             section class="card" {
@@ -773,7 +803,7 @@ pub(crate) async fn cache(
 }
 
 fn cache_body(frame: &Frame<'_>, org: Option<&str>, caches: &[CacheView]) -> Markup {
-    let now = frame.now;
+    let now = frame.clock();
     html! {
         (frame.org_filter("/cache", org))
         p class="help" {
@@ -843,7 +873,7 @@ pub(crate) async fn alerts(
 }
 
 fn alerts_body(frame: &Frame<'_>, org: Option<&str>, alerts: &[AlertView]) -> Markup {
-    let now = frame.now;
+    let now = frame.clock();
     html! {
         (frame.org_filter("/alerts", org))
         p class="help" {
@@ -1064,6 +1094,30 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    #[test]
+    fn times_are_shown_in_the_organisation_s_zone_with_its_abbreviation_across_daylight_saving() {
+        let oslo = chrono_tz::Europe::Oslo;
+        let winter = Utc.with_ymd_and_hms(2026, 12, 2, 1, 0, 0).unwrap();
+        let summer = Utc.with_ymd_and_hms(2026, 6, 2, 0, 0, 0).unwrap();
+        assert_eq!(when(winter, oslo), "2026-12-02 02:00 CET");
+        assert_eq!(when(summer, oslo), "2026-06-02 02:00 CEST");
+        // The night the clocks go back: 02:30 happens twice, and the abbreviation tells them apart.
+        let first = Utc.with_ymd_and_hms(2026, 10, 25, 0, 30, 0).unwrap();
+        let second = Utc.with_ymd_and_hms(2026, 10, 25, 1, 30, 0).unwrap();
+        assert_eq!(when(first, oslo), "2026-10-25 02:30 CEST");
+        assert_eq!(when(second, oslo), "2026-10-25 02:30 CET");
+        let now = Now {
+            at: winter + chrono::Duration::hours(3),
+            tz: oslo,
+        };
+        let shown = time(winter, now).into_string();
+        assert!(shown.contains("datetime=\"2026-12-02T01:00:00+00:00\""), "{shown}");
+        assert!(
+            shown.contains("2026-12-02 02:00 CET") && shown.contains("(3 h ago)"),
+            "{shown}"
+        );
+    }
 
     fn file(name: &str, rows: usize) -> CsvFile {
         CsvFile {
