@@ -18,6 +18,21 @@ assert.ok(credential, 'DASHBOARD_CREDENTIAL is required');
 
 const step = (text) => console.log(`e2e: ${text}`);
 
+/** Moves the keyboard focus with Tab, as someone without a mouse would, until `button` has it (at most 200 presses). */
+async function tabTo(page, button) {
+  const target = await button.elementHandle();
+  for (let presses = 0; presses < 200; presses += 1) {
+    await page.keyboard.press('Tab');
+    if (await page.evaluate((el) => document.activeElement === el, target)) return presses + 1;
+  }
+  throw new Error(`Tab never reached ${await button.innerText()}`);
+}
+
+/** Presses Enter on the focused button and waits for the page it leads to. */
+async function pressEnter(page, expected) {
+  await Promise.all([page.waitForURL(expected, { timeout: 15000 }), page.keyboard.press('Enter')]);
+}
+
 /** Clicks a form's button and waits for the page it leads to; on failure says where the browser ended up. */
 async function submit(page, button, expected) {
   try {
@@ -92,6 +107,11 @@ try {
   assert.equal(health[0].status, status, 'the overview shows the health monitor verdict');
   assert.deepEqual(health[0].reasons, reasons, 'with the same reasons, worst first');
   assert.equal(await page.locator('svg.chart g.run').count(), 2, 'one chart slot per demo run');
+  assert.equal(
+    await page.locator('details.chart-figures tbody tr').count(),
+    2,
+    "the chart's figures as a table, one row per run",
+  );
   const facts = await page.locator('section.org dl.facts').first().innerText();
   assert.match(facts, /Conflicts to resolve\s+1/);
   assert.match(facts, /2 dead, 0 retrying/);
@@ -110,7 +130,10 @@ try {
   const appValue = await card.locator('.side.app .value').innerText();
   const dynamicsValue = await card.locator('.side.dynamics .value').innerText();
   step(`conflict on ${await card.locator('h2').innerText()}: app "${appValue}" against Dynamics "${dynamicsValue}"`);
-  await submit(page, card.getByRole('button', { name: "Keep the app's value" }), /\/conflicts\?notice=resolved$/);
+  // With the keyboard alone: Tab to the button, Enter.
+  const presses = await tabTo(page, card.getByRole('button', { name: "Keep the app's value" }));
+  await pressEnter(page, /\/conflicts\?notice=resolved$/);
+  step(`conflict form reached with ${presses} Tab presses and sent with Enter`);
   assert.match(await page.locator('.notice').innerText(), /the next run writes the chosen value/);
   assert.match(await page.locator('section.conflict.resolved').innerText(), /Resolved: keep the app's value \(by admin \(bearer token\)\)/);
   step('conflict resolved in the browser: the next run writes the app value');
@@ -122,7 +145,8 @@ try {
   assert.equal(await row.count(), 1);
   assert.match(await row.innerText(), /no contact in Dynamics has the mentor's member number/);
   assert.equal(await row.locator('.state').innerText(), 'dead');
-  await submit(page, row.getByRole('button', { name: 'Requeue' }), /\/failures\?notice=requeued$/);
+  await tabTo(page, row.getByRole('button', { name: 'Requeue' }));
+  await pressEnter(page, /\/failures\?notice=requeued$/);
   assert.equal(await page.locator('tr.failure', { hasText: '899990' }).locator('.state').innerText(), 'retrying');
   step('dead record of member 899990 requeued in the browser');
 
@@ -164,5 +188,39 @@ try {
 } finally {
   await context.close();
   rmSync(profile, { recursive: true, force: true });
+}
+
+// Accessibility: axe-core (pinned in package.json) on every page, in a separate browser context that lets its
+// script past the dashboard's Content-Security-Policy (the dashboard itself runs no script). Fails on any violation
+// of impact serious or critical.
+{
+  const axeSource = readFileSync(new URL('./node_modules/axe-core/axe.min.js', import.meta.url), 'utf8');
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking'],
+  });
+  try {
+    const scan = await browser.newContext({
+      bypassCSP: true,
+      httpCredentials: { username: 'admin', password: credential },
+      viewport: { width: 1280, height: 900 },
+    });
+    const page = await scan.newPage();
+    const pages = ['', 'runs', 'failures', 'conflicts', 'alerts', 'cache', 'export', 'config', 'config/privileges'];
+    const serious = [];
+    for (const path of pages) {
+      const response = await page.goto(new URL(path, url).href);
+      assert.equal(response.status(), 200, `/${path}`);
+      await page.addScriptTag({ content: axeSource });
+      const result = await page.evaluate(async () => window.axe.run(document, { resultTypes: ['violations'] }));
+      for (const v of result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')) {
+        serious.push(`/${path}: ${v.id} (${v.impact}): ${v.help}; ${v.nodes.map((n) => n.target.join(' ')).slice(0, 3).join(', ')}`);
+      }
+    }
+    assert.deepEqual(serious, [], `axe-core found serious or critical violations:\n${serious.join('\n')}`);
+    step(`axe-core: no serious or critical violation on ${pages.length} pages`);
+  } finally {
+    await browser.close();
+  }
 }
 step('passed');

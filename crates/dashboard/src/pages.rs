@@ -370,6 +370,25 @@ fn overview_body(frame: &Frame<'_>, data: &Overview) -> Markup {
                 }
                 h3 { "Last " (org.chart.len()) " runs" }
                 (runs_chart(&org.chart))
+                // The chart's figures as text, for a screen reader and for anyone who wants the numbers.
+                @if !org.chart.is_empty() {
+                    details class="chart-figures" {
+                        summary { "The chart's figures" }
+                        table {
+                            thead { tr { th { "Run started" } th { "Status" } th { "Records written" } th { "Records failed" } } }
+                            tbody {
+                                @for point in org.chart.iter().rev() {
+                                    tr {
+                                        td { (time(point.started_at, now)) }
+                                        td { span class={"status " (run_status(point.status))} { (run_status(point.status)) } }
+                                        td class="num" { (point.synced) }
+                                        td class="num" { (point.failed) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
                 @if !org.alerts.is_empty() {
                     h3 { "Alerts" }
                     ul class="alerts" {
