@@ -13,7 +13,8 @@ const TOP: u32 = 12;
 const BOTTOM: u32 = 26;
 
 /// A bar chart with one slot per run (oldest left), a synced and a failed bar in each. Every slot has a tooltip.
-pub(crate) fn runs_chart(points: &[ChartPoint]) -> Markup {
+/// Times are shown in `tz`.
+pub(crate) fn runs_chart(points: &[ChartPoint], tz: chrono_tz::Tz) -> Markup {
     let plot_width = WIDTH - LEFT - RIGHT;
     let plot_height = HEIGHT - TOP - BOTTOM;
     let slot = plot_width / CHART_RUNS;
@@ -51,7 +52,7 @@ pub(crate) fn runs_chart(points: &[ChartPoint]) -> Markup {
                 @let failed = height_of(point.failed);
                 g class={"run run-" (status_class(point))} {
                     title {
-                        (point.started_at.format("%Y-%m-%d %H:%M UTC")) ": " (point.synced) " synced, "
+                        (point.started_at.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z")) ": " (point.synced) " synced, "
                         (point.failed) " failed (" (status_class(point)) ")"
                     }
                     rect class="synced" x=(x) y=(baseline - synced) width=(bar) height=(synced) {}
@@ -62,9 +63,9 @@ pub(crate) fn runs_chart(points: &[ChartPoint]) -> Markup {
                 }
             }
             @if let (Some(first), Some(last)) = (points.first(), points.last()) {
-                text class="tick" x=(LEFT) y=(HEIGHT - 8) { (first.started_at.format("%Y-%m-%d")) }
+                text class="tick" x=(LEFT) y=(HEIGHT - 8) { (first.started_at.with_timezone(&tz).format("%Y-%m-%d")) }
                 text class="tick" x=(WIDTH - RIGHT) y=(HEIGHT - 8) text-anchor="end" {
-                    (last.started_at.format("%Y-%m-%d %H:%M UTC"))
+                    (last.started_at.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z"))
                 }
             }
         }
@@ -111,7 +112,7 @@ mod tests {
                 failed: [1, 0, 0][usize::try_from(i).unwrap_or(0)],
             })
             .collect();
-        let svg = runs_chart(&points).into_string();
+        let svg = runs_chart(&points, chrono_tz::UTC).into_string();
         // The plot is 132 px high: 1000 fills it, 500 is half, one failure gets the 2 px minimum.
         assert!(
             svg.contains(r#"class="synced" x="46" y="12" width="7" height="132""#),
@@ -129,6 +130,6 @@ mod tests {
 
     #[test]
     fn an_empty_history_says_so() {
-        assert!(runs_chart(&[]).into_string().contains("no runs yet"));
+        assert!(runs_chart(&[], chrono_tz::UTC).into_string().contains("no runs yet"));
     }
 }

@@ -369,7 +369,7 @@ fn overview_body(frame: &Frame<'_>, data: &Overview) -> Markup {
                     }
                 }
                 h3 { "Last " (org.chart.len()) " runs" }
-                (runs_chart(&org.chart))
+                (runs_chart(&org.chart, now.tz))
                 // The chart's figures as text, for a screen reader and for anyone who wants the numbers.
                 @if !org.chart.is_empty() {
                     details class="chart-figures" {
