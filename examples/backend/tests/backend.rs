@@ -244,6 +244,20 @@ async fn a_revoked_certification_is_hidden_on_the_public_site_within_seconds() {
     );
     assert!(p95 < Duration::from_secs(2), "p95 {p95:?}");
     assert_eq!(shown(&sim), 0);
+    // A renewal shows the mentor again, as fast.
+    let started = Instant::now();
+    let renewed = http
+        .post(format!("{base}/mentors/u007/certification/renew"))
+        .json(&json!({ "valid_to": (Utc::now().date_naive() + chrono::Duration::days(730)).to_string() }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renewed.status(), 202);
+    while !is_shown(&sim, 7) {
+        assert!(started.elapsed() < Duration::from_secs(30), "the renewed mentor is not shown again");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(shown(&sim), 1);
     // The dashboard is mounted and needs its credential.
     let dashboard = http.get(format!("{base}/admin/integration/runs")).send().await.unwrap();
     assert_eq!(dashboard.status(), 401);
