@@ -254,7 +254,10 @@ async fn a_revoked_certification_is_hidden_on_the_public_site_within_seconds() {
         .unwrap();
     assert_eq!(renewed.status(), 202);
     while !is_shown(&sim, 7) {
-        assert!(started.elapsed() < Duration::from_secs(30), "the renewed mentor is not shown again");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the renewed mentor is not shown again"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(shown(&sim), 1);
