@@ -133,8 +133,20 @@ impl Harness {
     /// The app's mentors: one per contact for the first `count` member numbers, each with one certification valid
     /// for a year, except every 100th, which expires on `today` (still valid today, expired tomorrow).
     pub(crate) async fn seed_mentors(&self, count: usize, now: DateTime<Utc>, today: NaiveDate) -> anyhow::Result<()> {
+        self.seed_mentors_from(0, count, now - Duration::days(2), today).await
+    }
+
+    /// Mentors `first..first + count` (member numbers to match), changed in the app at `changed` (for mentors added
+    /// after a first sync, after its watermark).
+    pub(crate) async fn seed_mentors_from(
+        &self,
+        first: usize,
+        count: usize,
+        changed: DateTime<Utc>,
+        today: NaiveDate,
+    ) -> anyhow::Result<()> {
         self.store.upsert_organisation(ORGANISATION, "HLF").await?;
-        for i in 0..count {
+        for i in first..first + count {
             let id = format!("m{i}");
             self.store
                 .upsert_mentor(&Mentor {
@@ -147,7 +159,7 @@ impl Harness {
                     phone: None,
                     coordinator_email: None,
                     dynamics_contact_id: None,
-                    updated_at: now - Duration::days(2),
+                    updated_at: changed,
                 })
                 .await?;
             let expires_on = if i % 100 == 0 {
@@ -163,7 +175,7 @@ impl Harness {
                     issued_on: today - Duration::days(365),
                     expires_on,
                     revoked_at: None,
-                    updated_at: now - Duration::days(2),
+                    updated_at: changed,
                 })
                 .await?;
         }

@@ -216,7 +216,8 @@ pub(crate) fn hlf_markdown(info: &RunInfo, r: &HlfResult) -> String {
         out,
         "Scenario `hlf-50k`: {} contacts in Dynamics (plus the emulator's 5 demo rows), {} mentors in the app (SQLite \
          in a temporary folder), change tracking on, the production wiring (configuration, Azure AD credential, \
-         `DynamicsClient`, `SyncService`, `Store`). Run order: (a), (c), the night's changes, (b), (c) again, (d).\n",
+         `DynamicsClient`, `SyncService`, `Store`). Run order: (a), (c), the night's changes, (b), (c) again, (e) as \
+         many mentors again added in the app, (d).\n",
         r.contacts, r.mentors
     );
     let _ = writeln!(
@@ -244,6 +245,13 @@ pub(crate) fn hlf_markdown(info: &RunInfo, r: &HlfResult) -> String {
         "(c) delta with nothing changed, after (b)",
         &r.quiet_after_nightly,
     );
+    if let Some(added) = &r.added {
+        phase_row(
+            &mut out,
+            &format!("(e) {} mentors added after the first sync", r.added_mentors),
+            added,
+        );
+    }
     let naive = &r.naive;
     let mut cpu = String::new();
     cpu_header(&mut cpu);
@@ -251,6 +259,9 @@ pub(crate) fn hlf_markdown(info: &RunInfo, r: &HlfResult) -> String {
     cpu_row(&mut cpu, "(b)", &r.nightly);
     cpu_row(&mut cpu, "(c) after (a)", &r.quiet_after_full);
     cpu_row(&mut cpu, "(c) after (b)", &r.quiet_after_nightly);
+    if let Some(added) = &r.added {
+        cpu_row(&mut cpu, "(e)", added);
+    }
     let (naive_wall_s, extrapolated) = naive_wall(r);
     let naive_requests = naive.cost.requests;
     let _ = writeln!(
@@ -274,6 +285,9 @@ pub(crate) fn hlf_markdown(info: &RunInfo, r: &HlfResult) -> String {
         request_check("(c) after (a)", &r.quiet_after_full),
         request_check("(c) after (b)", &r.quiet_after_nightly),
     ];
+    if let Some(added) = &r.added {
+        checks.push(request_check("(e)", added));
+    }
     for (name, phase) in [
         ("(c) after (a)", &r.quiet_after_full),
         ("(c) after (b)", &r.quiet_after_nightly),

@@ -68,6 +68,12 @@ pub(crate) struct HlfResult {
     pub(crate) nightly: SyncPhase,
     /// (c) again, right after (b).
     pub(crate) quiet_after_nightly: SyncPhase,
+    /// (e) the delta after as many mentors again were added in the app.
+    #[serde(default)]
+    pub(crate) added: Option<SyncPhase>,
+    /// How many mentors (e) added.
+    #[serde(default)]
+    pub(crate) added_mentors: usize,
     /// (d) the naive way.
     pub(crate) naive: NaivePhase,
     /// Contacts edited in Dynamics before (b).
@@ -141,6 +147,15 @@ pub(crate) async fn hlf(
     eprintln!("bench: (c) delta with nothing changed, after (b)");
     let quiet_after_nightly = sync_phase(h, &service).await?;
 
+    // (e) As many mentors again added in the app after the first syncs (go-live after a trial, bulk onboarding),
+    // each with a contact in Dynamics: changed after the last run, so the next delta pushes them all.
+    let added_mentors = mentors.min(contacts.saturating_sub(mentors));
+    let added_at = now + Duration::days(1) + Duration::minutes(1);
+    eprintln!("bench: (e) {added_mentors} mentors added after the first sync");
+    h.seed_mentors_from(mentors, added_mentors, added_at, today).await?;
+    clock.set(added_at + Duration::minutes(1));
+    let added = sync_phase(h, &service).await?;
+
     let naive_mentors = naive_mentors.min(mentors);
     eprintln!("bench: (d) the naive way over {naive_mentors} mentors (one GET and one PATCH each, one at a time)");
     let next_day = now + Duration::days(1);
@@ -152,6 +167,8 @@ pub(crate) async fn hlf(
         quiet_after_full,
         nightly,
         quiet_after_nightly,
+        added: Some(added),
+        added_mentors,
         naive,
         edited_in_dynamics: edited.len(),
         renewed_in_app: renewed.len(),
