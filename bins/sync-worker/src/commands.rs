@@ -131,6 +131,23 @@ async fn services(config: &IntegrationConfig, args: &OrgArgs) -> anyhow::Result<
     Ok(store_and_services(config, args).await?.1)
 }
 
+/// An organisation's Dynamics client with the configuration's rate limit, retries and page size.
+pub(crate) fn dynamics_client_for(
+    config: &IntegrationConfig,
+    organisation: &integration_config::OrganisationConfig,
+) -> anyhow::Result<DynamicsClient> {
+    DynamicsClient::for_organisation(
+        organisation,
+        ClientOptions {
+            rate_limit: config.rate_limit.clone(),
+            retry: config.retry.clone(),
+            page_size: config.sync.page_size,
+            ..ClientOptions::default()
+        },
+    )
+    .with_context(|| format!("building the Dynamics client of organisation {}", organisation.id))
+}
+
 /// The store and one service per selected organisation on it.
 async fn store_and_services(config: &IntegrationConfig, args: &OrgArgs) -> anyhow::Result<(Store, Vec<SyncService>)> {
     let store = Store::connect(config.store.url.expose_secret())
@@ -141,16 +158,7 @@ async fn store_and_services(config: &IntegrationConfig, args: &OrgArgs) -> anyho
         if args.org.as_deref().is_some_and(|id| id != organisation.id) {
             continue;
         }
-        let client = DynamicsClient::for_organisation(
-            organisation,
-            ClientOptions {
-                rate_limit: config.rate_limit.clone(),
-                retry: config.retry.clone(),
-                page_size: config.sync.page_size,
-                ..ClientOptions::default()
-            },
-        )
-        .with_context(|| format!("building the Dynamics client of organisation {}", organisation.id))?;
+        let client = dynamics_client_for(config, organisation)?;
         let service = SyncService::new(
             organisation,
             config,

@@ -6,7 +6,6 @@
 use std::fmt::Write as _;
 
 use anyhow::Context;
-use dynamics_client::{ClientOptions, DynamicsClient};
 use integration_config::IntegrationConfig;
 
 /// What the live check found across the organisations.
@@ -31,15 +30,7 @@ pub(crate) async fn check(config: &IntegrationConfig, org: Option<&str>) -> anyh
     }
     for organisation in organisations {
         let id = &organisation.id;
-        let client = DynamicsClient::for_organisation(
-            organisation,
-            ClientOptions {
-                rate_limit: config.rate_limit.clone(),
-                retry: config.retry.clone(),
-                ..ClientOptions::default()
-            },
-        )
-        .with_context(|| format!("building the Dynamics client of organisation {id}"))?;
+        let client = crate::commands::dynamics_client_for(config, organisation)?;
         let _ = writeln!(
             text,
             "live check of organisation {id} ({}) against {}:",

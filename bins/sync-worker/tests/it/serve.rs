@@ -67,6 +67,27 @@ fn address_in(line: &str) -> String {
         .to_owned()
 }
 
+/// `serve` on `config` with `token` as its credential, read until it prints a line starting with `listening`.
+fn start_serve(config: &std::path::Path, token: &str, listening: &str) -> (Running, Vec<String>) {
+    let mut child = serve_command(config)
+        .env("SYNC_DASHBOARD_CREDENTIAL", token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let running = Running(child);
+    let lines = read_until(&mut stdout, listening);
+    (running, lines)
+}
+
+/// The port of the URL in a `dashboard listening on http(s)://HOST:PORT/ ...` line.
+fn port_in(line: &str) -> String {
+    let after = line.split("://").nth(1).unwrap_or_else(|| panic!("no URL in {line}"));
+    let address = after.split('/').next().unwrap();
+    address.rsplit(':').next().unwrap().to_owned()
+}
+
 fn config_file(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
     let path = dir.join("sync.toml");
     std::fs::write(
@@ -127,15 +148,7 @@ fn serve_listens_on_the_configured_address_and_needs_the_credential() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_file(dir.path(), "[dashboard]\nbind = \"127.0.0.1:0\"\n");
     let token = "serve-test-token-4f1e2d-0123456789abcdef";
-    let mut child = serve_command(&config)
-        .env("SYNC_DASHBOARD_CREDENTIAL", token)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let child = Running(child);
-    let lines = read_until(&mut stdout, "dashboard listening on http://127.0.0.1:");
+    let (child, lines) = start_serve(&config, token, "dashboard listening on http://127.0.0.1:");
     let address = address_in(lines.last().unwrap());
     assert_eq!(http(&address, "GET", "/healthz", None).0, 200);
     let (status, response) = http(&address, "GET", "/", None);
@@ -241,17 +254,9 @@ fn serve_off_loopback_needs_tls_or_a_declared_tls_proxy() {
         dir.path(),
         "[dashboard]\nbind = \"0.0.0.0:0\"\nbehind_tls_proxy = true\n",
     );
-    let mut child = serve_command(&config)
-        .env("SYNC_DASHBOARD_CREDENTIAL", token)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let running = Running(child);
-    let lines = read_until(&mut stdout, "dashboard listening on http://0.0.0.0:");
+    let (running, lines) = start_serve(&config, token, "dashboard listening on http://0.0.0.0:");
     assert!(lines.last().unwrap().contains("behind the TLS proxy"), "{lines:?}");
-    let port = address_in(lines.last().unwrap()).rsplit(':').next().unwrap().to_owned();
+    let port = port_in(lines.last().unwrap());
     assert_eq!(http(&format!("127.0.0.1:{port}"), "GET", "/healthz", None).0, 200);
     drop(running);
 
@@ -261,23 +266,8 @@ fn serve_off_loopback_needs_tls_or_a_declared_tls_proxy() {
         dir.path(),
         "[dashboard]\nbind = \"0.0.0.0:0\"\ntls_cert_file = \"dashboard.crt\"\ntls_key_file = \"dashboard.key\"\n",
     );
-    let mut child = serve_command(&config)
-        .env("SYNC_DASHBOARD_CREDENTIAL", token)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let running = Running(child);
-    let lines = read_until(&mut stdout, "dashboard listening on https://0.0.0.0:");
-    let port = lines
-        .last()
-        .unwrap()
-        .split(':')
-        .nth(2)
-        .unwrap()
-        .trim_end_matches(|c: char| !c.is_ascii_digit());
-    let port = port.split('/').next().unwrap();
+    let (running, lines) = start_serve(&config, token, "dashboard listening on https://0.0.0.0:");
+    let port = port_in(lines.last().unwrap());
     let mut stream = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
