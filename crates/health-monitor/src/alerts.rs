@@ -108,9 +108,7 @@ impl HealthMonitor {
             .iter()
             .map(crate::health::alert_view)
             .collect();
-        let (status, reasons) = crate::health::judge(&health, &self.settings, self.stale_after);
-        health.status = status;
-        health.reasons = reasons;
+        crate::health::apply_verdict(&mut health, &self.settings, self.stale_after);
         Ok(Evaluation {
             health,
             raised,

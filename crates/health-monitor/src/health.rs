@@ -179,6 +179,9 @@ pub struct OrganisationHealth {
     pub status: Status,
     /// Why, worst first; the first is the rule that decided the status. Empty when healthy.
     pub reasons: Vec<String>,
+    /// The same reasons as data, for wording them in another language. Not serialised: `reasons` is the text.
+    #[serde(skip)]
+    pub findings: Vec<Finding>,
     /// When this was checked.
     pub checked_at: DateTime<Utc>,
     /// WhoAmI.
@@ -329,6 +332,7 @@ impl HealthMonitor {
             name: organisation.name.clone(),
             status: Status::Healthy,
             reasons: Vec::new(),
+            findings: Vec::new(),
             checked_at: now,
             connectivity,
             authentication,
@@ -348,9 +352,7 @@ impl HealthMonitor {
             postings: self.postings(org).await?,
             open_alerts: alerts.iter().map(alert_view).collect(),
         };
-        let (status, reasons) = judge(&health, &self.settings, self.stale_after);
-        health.status = status;
-        health.reasons = reasons;
+        apply_verdict(&mut health, &self.settings, self.stale_after);
         Ok(health)
     }
 
@@ -528,22 +530,29 @@ pub(crate) fn judge(
     health: &OrganisationHealth,
     settings: &HealthSettings,
     stale_after: Duration,
-) -> (Status, Vec<String>) {
-    let mut found: Vec<(Status, String)> = Vec::new();
-    let mut add = |status: Status, reason: String| found.push((status, reason));
+) -> (Status, Vec<Finding>) {
+    let mut found: Vec<(Status, Finding)> = Vec::new();
+    let mut add = |status: Status, finding: Finding| found.push((status, finding));
     if let Authentication::Failed { message, .. } = &health.authentication {
-        add(Status::Unhealthy, format!("authentication failed: {message}"));
+        add(
+            Status::Unhealthy,
+            Finding::AuthenticationFailed {
+                message: message.clone(),
+            },
+        );
     }
     if let Connectivity::Failed { error } = &health.connectivity {
-        add(Status::Unhealthy, format!("Dynamics cannot be reached: {error}"));
+        add(Status::Unhealthy, Finding::Unreachable { error: error.clone() });
     }
     if health.consecutive_failed_runs >= settings.failed_runs_alert.max(1) {
         add(
             Status::Unhealthy,
-            format!("the last {} sync runs failed", health.consecutive_failed_runs),
+            Finding::RunsFailed {
+                runs: health.consecutive_failed_runs,
+            },
         );
     } else if health.consecutive_failed_runs > 0 {
-        add(Status::Degraded, "the last sync run failed".to_owned());
+        add(Status::Degraded, Finding::LastRunFailed);
     }
     let freshness = settings.freshness.as_secs();
     let newest = match (health.last_success.pull, health.last_success.push) {
@@ -551,17 +560,13 @@ pub(crate) fn judge(
         _ => None,
     };
     match newest {
-        None => add(
-            Status::Unhealthy,
-            "no sync has completed both directions yet".to_owned(),
-        ),
+        None => add(Status::Unhealthy, Finding::NeverSynced),
         Some(at) if seconds(health.checked_at - at) > freshness => add(
             Status::Unhealthy,
-            format!(
-                "no successful sync in both directions since {} (limit {})",
-                at.format("%Y-%m-%d %H:%M UTC"),
-                human(freshness)
-            ),
+            Finding::NotFresh {
+                since: at,
+                limit_seconds: freshness,
+            },
         ),
         Some(_) => {}
     }
@@ -570,50 +575,157 @@ pub(crate) fn judge(
             Severity::Critical => Status::Unhealthy,
             Severity::Warning => Status::Degraded,
         };
-        add(status, format!("alert {}: {}", alert.cause, alert.message));
+        add(
+            status,
+            Finding::Alert {
+                cause: alert.cause.clone(),
+                message: alert.message.clone(),
+            },
+        );
     }
     if let Some(postings) = &health.postings
         && postings.status == RunStatus::Failed
     {
         add(
             Status::Degraded,
-            format!(
-                "the last accounting export failed: {}",
-                postings.error.as_deref().unwrap_or("unknown")
-            ),
+            Finding::PostingsFailed {
+                error: postings.error.clone(),
+            },
         );
     }
     if health.cache.stale {
         add(
             Status::Degraded,
-            format!(
-                "the certification cache is stale: oldest entry confirmed {} ago (limit {})",
-                human(health.cache.age_seconds.unwrap_or(0)),
-                human(stale_after.as_secs())
-            ),
+            Finding::CacheStale {
+                age_seconds: health.cache.age_seconds.unwrap_or(0),
+                limit_seconds: stale_after.as_secs(),
+            },
         );
     }
     if health.mismatch_count > 0 {
         add(
             Status::Degraded,
-            match health.mismatch_count {
-                1 => "1 mentor differs between the app and Dynamics".to_owned(),
-                n => format!("{n} mentors differ between the app and Dynamics"),
+            Finding::Mismatches {
+                mentors: health.mismatch_count,
             },
         );
     }
     if let Some(&dead) = health.failed_records.get("dead")
         && dead > 0
     {
-        add(
-            Status::Degraded,
-            format!("{dead} records failed for good and need an admin"),
-        );
+        add(Status::Degraded, Finding::DeadRecords { records: dead });
     }
     // Stable: rules keep their order within a status.
     found.sort_by_key(|(status, _)| std::cmp::Reverse(*status));
     let status = found.first().map_or(Status::Healthy, |(status, _)| *status);
-    (status, found.into_iter().map(|(_, reason)| reason).collect())
+    (status, found.into_iter().map(|(_, finding)| finding).collect())
+}
+
+/// Sets the verdict of `health`: its status, its findings and their English text.
+pub(crate) fn apply_verdict(health: &mut OrganisationHealth, settings: &HealthSettings, stale_after: Duration) {
+    let (status, findings) = judge(health, settings, stale_after);
+    health.status = status;
+    health.reasons = findings.iter().map(ToString::to_string).collect();
+    health.findings = findings;
+}
+
+/// One reason an organisation is not healthy, as data, so that a page can word it in its reader's language.
+/// [`OrganisationHealth::reasons`] holds the English text of each (its `Display`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Finding {
+    /// Azure AD refused the credentials.
+    AuthenticationFailed {
+        /// Azure AD's or the client's message (no secret in it).
+        message: String,
+    },
+    /// WhoAmI failed.
+    Unreachable {
+        /// Why.
+        error: String,
+    },
+    /// At least `failed_runs_alert` sync runs failed in a row.
+    RunsFailed {
+        /// How many.
+        runs: u32,
+    },
+    /// The newest sync run failed (fewer in a row than the alert needs).
+    LastRunFailed,
+    /// No run has completed both directions yet.
+    NeverSynced,
+    /// The older of the two directions' last success is older than the freshness limit.
+    NotFresh {
+        /// That success.
+        since: DateTime<Utc>,
+        /// The limit, in seconds.
+        limit_seconds: u64,
+    },
+    /// An open or acknowledged alert.
+    Alert {
+        /// Its cause code.
+        cause: String,
+        /// Its message, in English as stored.
+        message: String,
+    },
+    /// The newest accounting export failed.
+    PostingsFailed {
+        /// Its error, if one was recorded.
+        error: Option<String>,
+    },
+    /// The certification cache's oldest entry is older than the staleness limit.
+    CacheStale {
+        /// Its age, in seconds.
+        age_seconds: u64,
+        /// The limit, in seconds.
+        limit_seconds: u64,
+    },
+    /// Mentors whose certification differs between the app and Dynamics.
+    Mismatches {
+        /// How many.
+        mentors: u64,
+    },
+    /// Records that failed for good.
+    DeadRecords {
+        /// How many.
+        records: u64,
+    },
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Finding::AuthenticationFailed { message } => write!(f, "authentication failed: {message}"),
+            Finding::Unreachable { error } => write!(f, "Dynamics cannot be reached: {error}"),
+            Finding::RunsFailed { runs } => write!(f, "the last {runs} sync runs failed"),
+            Finding::LastRunFailed => f.write_str("the last sync run failed"),
+            Finding::NeverSynced => f.write_str("no sync has completed both directions yet"),
+            Finding::NotFresh { since, limit_seconds } => write!(
+                f,
+                "no successful sync in both directions since {} (limit {})",
+                since.format("%Y-%m-%d %H:%M UTC"),
+                human(*limit_seconds)
+            ),
+            Finding::Alert { cause, message } => write!(f, "alert {cause}: {message}"),
+            Finding::PostingsFailed { error } => write!(
+                f,
+                "the last accounting export failed: {}",
+                error.as_deref().unwrap_or("unknown")
+            ),
+            Finding::CacheStale {
+                age_seconds,
+                limit_seconds,
+            } => write!(
+                f,
+                "the certification cache is stale: oldest entry confirmed {} ago (limit {})",
+                human(*age_seconds),
+                human(*limit_seconds)
+            ),
+            Finding::Mismatches { mentors: 1 } => f.write_str("1 mentor differs between the app and Dynamics"),
+            Finding::Mismatches { mentors } => write!(f, "{mentors} mentors differ between the app and Dynamics"),
+            Finding::DeadRecords { records: 1 } => f.write_str("1 record failed for good and needs an admin"),
+            Finding::DeadRecords { records } => write!(f, "{records} records failed for good and need an admin"),
+        }
+    }
 }
 
 pub(crate) fn alert_view(alert: &Alert) -> AlertView {

@@ -20,8 +20,8 @@ pub use alerts::{Condition, Evaluation, MANAGED_CAUSES};
 pub use deliver::{Deliverer, DeliveryReport};
 pub use error::{Error, Result};
 pub use health::{
-    AlertView, Authentication, CacheHealth, Connectivity, DeltaTokenHealth, FailureRate, HealthMonitor, Mismatch,
-    OrganisationHealth, PostingHealth, Probe, Status,
+    AlertView, Authentication, CacheHealth, Connectivity, DeltaTokenHealth, FailureRate, Finding, HealthMonitor,
+    Mismatch, OrganisationHealth, PostingHealth, Probe, Status,
 };
 pub use metrics::{METRICS_CONTENT_TYPE, metrics_router, render_metrics};
 pub use privileges::{Access, Need, PrivilegeFinding, PrivilegeReport, assess, check_privileges, needs};

@@ -191,7 +191,7 @@ async fn a_record_failed_for_good_is_degraded_exit_1() {
     assert_eq!(output.status.code(), Some(1), "{printed}");
     assert!(printed.contains("DEGRADED"), "{printed}");
     assert!(
-        printed.contains("1 records failed for good and need an admin"),
+        printed.contains("1 record failed for good and needs an admin"),
         "{printed}"
     );
     setup.sim.shutdown().await;
