@@ -1,9 +1,11 @@
 // Drives the admin dashboard of `sync-worker demo --serve` in Debian's headless Chromium, as an HLF admin would:
-// sign in through the browser's login prompt, read the overview, resolve a conflict, requeue a dead record, download
-// the full CSV export, then confirm the actions through the JSON API. Reaches nothing but the dashboard on loopback.
+// sign in through the browser's login prompt, read the overview in bokmål (the browser asks for nb-NO), switch to
+// English with the keyboard, resolve a conflict, requeue a dead record, download the full CSV export, then confirm
+// the actions through the JSON API; then axe-core on every page in both languages. Reaches nothing but the
+// dashboard on loopback.
 //
-// Environment: DASHBOARD_URL (http://127.0.0.1:PORT/), DASHBOARD_CREDENTIAL, SCREENSHOT (where to save the
-// overview, optional), CHROMIUM (default /usr/bin/chromium).
+// Environment: DASHBOARD_URL (http://127.0.0.1:PORT/), DASHBOARD_CREDENTIAL, SCREENSHOT (where to save the bokmål
+// overview, optional), SCREENSHOT_EN (the English one, optional), CHROMIUM (default /usr/bin/chromium).
 
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -28,7 +30,7 @@ async function tabTo(page, button) {
   throw new Error(`Tab never reached ${await button.innerText()}`);
 }
 
-/** Presses Enter on the focused button and waits for the page it leads to. */
+/** Presses Enter on the focused button or link and waits for the page it leads to. */
 async function pressEnter(page, expected) {
   await Promise.all([page.waitForURL(expected, { timeout: 15000 }), page.keyboard.press('Enter')]);
 }
@@ -68,6 +70,8 @@ const context = await chromium.launchPersistentContext(profile, {
     '--disable-sync',
   ],
   viewport: { width: 1280, height: 900 },
+  // A Norwegian browser: Accept-Language nb-NO.
+  locale: 'nb-NO',
   acceptDownloads: true,
   // The browser's basic-auth prompt, answered as an admin would: any user name, the credential as the password.
   httpCredentials: { username: 'admin', password: credential },
@@ -89,14 +93,40 @@ try {
     if (!request.url().startsWith(url)) problems.push(`request outside the dashboard: ${request.url()}`);
   });
 
-  // The overview.
+  // The overview, in bokmål: the browser asks for it, and it is HLF's configured language.
   const response = await page.goto(url);
   assert.equal(response.status(), 200);
   const headers = response.headers();
   assert.match(headers['content-security-policy'], /default-src 'self'/);
   assert.equal(headers['x-frame-options'], 'DENY');
   assert.equal(headers['cache-control'], 'no-store');
+  assert.equal(await page.locator('html').getAttribute('lang'), 'nb');
+  assert.equal(await page.locator('h1').innerText(), 'Oversikt');
+  assert.equal(await page.locator('section.org .badge').first().innerText(), 'svekket');
+  const footer = await page.locator('footer').innerText();
+  assert.match(footer, /kl\. \d\d:\d\d CE(S)?T\. Tidene er i tidssonen Europe\/Oslo/, 'local time with its zone');
+  const relative = await page.locator('section.org dl.facts .muted').first().innerText();
+  assert.match(relative, /akkurat nå|siden/, `a relative time beside the exact one: ${relative}`);
+  const exact = await page.locator('section.org dl.facts time').first().getAttribute('title');
+  assert.match(exact, /^\d{1,2}\.\d{1,2}\.\d{4} kl\. \d\d:\d\d CES?T$/, 'the exact time on hover');
+  if (process.env.SCREENSHOT) {
+    await page.screenshot({ path: process.env.SCREENSHOT, fullPage: true });
+    step(`screenshot of the bokmål overview saved to ${process.env.SCREENSHOT}`);
+  }
+  step(`overview in bokmål: ${footer}`);
+
+  // The switch, with the keyboard alone: Tab to "English", Enter; the choice is remembered in a cookie.
+  const switchPresses = await tabTo(page, page.locator('nav.lang a[hreflang="en"]'));
+  await pressEnter(page, (u) => u.pathname === new URL(url).pathname && !u.pathname.includes('/lang/'));
+  assert.equal(await page.locator('html').getAttribute('lang'), 'en');
   assert.equal(await page.locator('h1').innerText(), 'Overview');
+  const cookies = await context.cookies(url);
+  assert.ok(cookies.some((c) => c.name === 'hlf_dashboard_lang' && c.value === 'en' && c.httpOnly), 'remembered');
+  step(`switched to English with ${switchPresses} Tab presses and Enter; the choice is kept in a cookie`);
+  if (process.env.SCREENSHOT_EN) {
+    await page.screenshot({ path: process.env.SCREENSHOT_EN, fullPage: true });
+    step(`screenshot of the English overview saved to ${process.env.SCREENSHOT_EN}`);
+  }
   const status = await page.locator('section.org .badge').first().innerText();
   const reason = await page.locator('section.org .reason').first().innerText();
   step(`overview: HLF (demo) is ${status}: ${reason}`);
@@ -117,10 +147,6 @@ try {
   assert.match(facts, /2 dead, 0 retrying/);
   const stylesheet = await page.evaluate(() => getComputedStyle(document.querySelector('header.top')).display);
   assert.equal(stylesheet, 'flex', 'the embedded stylesheet applies');
-  if (process.env.SCREENSHOT) {
-    await page.screenshot({ path: process.env.SCREENSHOT, fullPage: true });
-    step(`screenshot of the overview saved to ${process.env.SCREENSHOT}`);
-  }
 
   // Resolve the conflict: keep the app's value.
   await page.getByRole('link', { name: 'Conflicts', exact: true }).click();
@@ -190,9 +216,9 @@ try {
   rmSync(profile, { recursive: true, force: true });
 }
 
-// Accessibility: axe-core (pinned in package.json) on every page, in a separate browser context that lets its
-// script past the dashboard's Content-Security-Policy (the dashboard itself runs no script). Fails on any violation
-// of impact serious or critical.
+// Accessibility: axe-core (pinned in package.json) on every page in both languages, in separate browser contexts
+// that let its script past the dashboard's Content-Security-Policy (the dashboard itself runs no script). Fails on
+// any violation of impact serious or critical.
 {
   const axeSource = readFileSync(new URL('./node_modules/axe-core/axe.min.js', import.meta.url), 'utf8');
   const browser = await chromium.launch({
@@ -200,25 +226,30 @@ try {
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking'],
   });
   try {
-    const scan = await browser.newContext({
-      bypassCSP: true,
-      httpCredentials: { username: 'admin', password: credential },
-      viewport: { width: 1280, height: 900 },
-    });
-    const page = await scan.newPage();
     const pages = ['', 'runs', 'failures', 'conflicts', 'alerts', 'cache', 'export', 'config', 'config/privileges'];
     const serious = [];
-    for (const path of pages) {
-      const response = await page.goto(new URL(path, url).href);
-      assert.equal(response.status(), 200, `/${path}`);
-      await page.addScriptTag({ content: axeSource });
-      const result = await page.evaluate(async () => window.axe.run(document, { resultTypes: ['violations'] }));
-      for (const v of result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')) {
-        serious.push(`/${path}: ${v.id} (${v.impact}): ${v.help}; ${v.nodes.map((n) => n.target.join(' ')).slice(0, 3).join(', ')}`);
+    for (const [lang, locale] of [['nb', 'nb-NO'], ['en', 'en-GB']]) {
+      const scan = await browser.newContext({
+        bypassCSP: true,
+        httpCredentials: { username: 'admin', password: credential },
+        viewport: { width: 1280, height: 900 },
+        locale,
+      });
+      const page = await scan.newPage();
+      for (const path of pages) {
+        const response = await page.goto(new URL(path, url).href);
+        assert.equal(response.status(), 200, `/${path}`);
+        assert.equal(await page.locator('html').getAttribute('lang'), lang, `/${path} in ${locale}`);
+        await page.addScriptTag({ content: axeSource });
+        const result = await page.evaluate(async () => window.axe.run(document, { resultTypes: ['violations'] }));
+        for (const v of result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')) {
+          serious.push(`${lang} /${path}: ${v.id} (${v.impact}): ${v.help}; ${v.nodes.map((n) => n.target.join(' ')).slice(0, 3).join(', ')}`);
+        }
       }
+      await scan.close();
     }
     assert.deepEqual(serious, [], `axe-core found serious or critical violations:\n${serious.join('\n')}`);
-    step(`axe-core: no serious or critical violation on ${pages.length} pages`);
+    step(`axe-core: no serious or critical violation on ${pages.length} pages in bokmål and in English`);
   } finally {
     await browser.close();
   }

@@ -3,7 +3,8 @@
 # loopback port with its database in a scratch folder, drives it in Debian's headless Chromium (dashboard.mjs), then
 # checks in the database itself that the conflict was resolved and the record requeued. Always stops the demo.
 # Talks to nothing but loopback and, when node_modules is missing, the npm registry (npm ci).
-# SCREENSHOT=path saves the overview (default: docs/dashboard-overview.png in the repository).
+# SCREENSHOT=path saves the bokmål overview (default: docs/dashboard-overview.png in the repository) and
+# SCREENSHOT_EN=path the English one (default: docs/dashboard-overview-en.png).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -62,6 +63,7 @@ status=0
   only_loopback
   export DASHBOARD_URL="$url" DASHBOARD_CREDENTIAL="$credential" CHROMIUM="$chromium"
   export SCREENSHOT="${SCREENSHOT:-$root/docs/dashboard-overview.png}"
+  export SCREENSHOT_EN="${SCREENSHOT_EN:-$root/docs/dashboard-overview-en.png}"
   exec timeout 180 node dashboard.mjs
 ) || status=$?
 if [[ $status -ne 0 ]]; then

@@ -3,6 +3,7 @@
 
 use maud::{Markup, html};
 
+use crate::i18n::Lang;
 use crate::view::{CHART_RUNS, ChartPoint};
 
 const WIDTH: u32 = 640;
@@ -13,8 +14,8 @@ const TOP: u32 = 12;
 const BOTTOM: u32 = 26;
 
 /// A bar chart with one slot per run (oldest left), a synced and a failed bar in each. Every slot has a tooltip.
-/// Times are shown in `tz`.
-pub(crate) fn runs_chart(points: &[ChartPoint], tz: chrono_tz::Tz) -> Markup {
+/// Times are shown in `tz`, words in `lang`; the figures page beside it has the same numbers as a table.
+pub(crate) fn runs_chart(points: &[ChartPoint], tz: chrono_tz::Tz, lang: Lang) -> Markup {
     let plot_width = WIDTH - LEFT - RIGHT;
     let plot_height = HEIGHT - TOP - BOTTOM;
     let slot = plot_width / CHART_RUNS;
@@ -29,10 +30,20 @@ pub(crate) fn runs_chart(points: &[ChartPoint], tz: chrono_tz::Tz) -> Markup {
         u32::try_from(scaled).unwrap_or(plot_height).clamp(2, plot_height)
     };
     let baseline = TOP + plot_height;
-    let label = format!(
-        "Records synced and failed in the last {} runs; most synced in one run: {max}",
-        points.len()
-    );
+    let total = |f: fn(&ChartPoint) -> u64| points.iter().map(f).sum::<u64>();
+    let label = if points.is_empty() {
+        lang.t("chart.empty").to_owned()
+    } else {
+        lang.n(
+            "chart.label",
+            points.len() as u64,
+            &[
+                ("synced", &total(|p| p.synced)),
+                ("failed", &total(|p| p.failed)),
+                ("max", &max),
+            ],
+        )
+    };
     html! {
         svg class="chart" viewBox={"0 0 " (WIDTH) " " (HEIGHT)} role="img" aria-label=(label)
             xmlns="http://www.w3.org/2000/svg" {
@@ -43,7 +54,7 @@ pub(crate) fn runs_chart(points: &[ChartPoint], tz: chrono_tz::Tz) -> Markup {
             text class="tick" x=(LEFT - 4) y=(baseline) text-anchor="end" { "0" }
             @if points.is_empty() {
                 text class="empty" x=(LEFT + plot_width / 2) y=(TOP + plot_height / 2) text-anchor="middle" {
-                    "no runs yet"
+                    (lang.t("chart.empty"))
                 }
             }
             @for (i, point) in points.iter().enumerate() {
@@ -52,8 +63,12 @@ pub(crate) fn runs_chart(points: &[ChartPoint], tz: chrono_tz::Tz) -> Markup {
                 @let failed = height_of(point.failed);
                 g class={"run run-" (status_class(point))} {
                     title {
-                        (point.started_at.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z")) ": " (point.synced) " synced, "
-                        (point.failed) " failed (" (status_class(point)) ")"
+                        (lang.f("chart.tooltip", &[
+                            ("at", &lang.when(point.started_at, tz)),
+                            ("synced", &point.synced),
+                            ("failed", &point.failed),
+                            ("status", &status_text(point, lang)),
+                        ]))
                     }
                     rect class="synced" x=(x) y=(baseline - synced) width=(bar) height=(synced) {}
                     rect class="failed" x=(x + bar) y=(baseline - failed) width=(bar) height=(failed) {}
@@ -63,22 +78,31 @@ pub(crate) fn runs_chart(points: &[ChartPoint], tz: chrono_tz::Tz) -> Markup {
                 }
             }
             @if let (Some(first), Some(last)) = (points.first(), points.last()) {
-                text class="tick" x=(LEFT) y=(HEIGHT - 8) { (first.started_at.with_timezone(&tz).format("%Y-%m-%d")) }
+                text class="tick" x=(LEFT) y=(HEIGHT - 8) { (lang.date(first.started_at.with_timezone(&tz).date_naive())) }
                 text class="tick" x=(WIDTH - RIGHT) y=(HEIGHT - 8) text-anchor="end" {
-                    (last.started_at.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z"))
+                    (lang.when(last.started_at, tz))
                 }
             }
         }
         p class="legend" {
-            span class="key key-synced" {} " records synced "
-            span class="key key-failed" {} " records failed "
-            span class="key-marker" { "×" } " run failed"
+            span class="key key-synced" {} " " (lang.t("chart.legend_synced")) " "
+            span class="key key-failed" {} " " (lang.t("chart.legend_failed")) " "
+            span class="key-marker" { "×" } " " (lang.t("chart.legend_run_failed"))
         }
     }
 }
 
 fn point_status_failed(point: &ChartPoint) -> bool {
     point.status == sync_store::RunStatus::Failed
+}
+
+fn status_text(point: &ChartPoint, lang: Lang) -> &'static str {
+    match point.status {
+        sync_store::RunStatus::Running => lang.t("status.running"),
+        sync_store::RunStatus::Succeeded => lang.t("status.succeeded"),
+        sync_store::RunStatus::Partial => lang.t("status.partial"),
+        sync_store::RunStatus::Failed => lang.t("status.failed"),
+    }
 }
 
 fn status_class(point: &ChartPoint) -> &'static str {
@@ -112,7 +136,7 @@ mod tests {
                 failed: [1, 0, 0][usize::try_from(i).unwrap_or(0)],
             })
             .collect();
-        let svg = runs_chart(&points, chrono_tz::UTC).into_string();
+        let svg = runs_chart(&points, chrono_tz::UTC, Lang::En).into_string();
         // The plot is 132 px high: 1000 fills it, 500 is half, one failure gets the 2 px minimum.
         assert!(
             svg.contains(r#"class="synced" x="46" y="12" width="7" height="132""#),
@@ -130,6 +154,10 @@ mod tests {
 
     #[test]
     fn an_empty_history_says_so() {
-        assert!(runs_chart(&[], chrono_tz::UTC).into_string().contains("no runs yet"));
+        assert!(
+            runs_chart(&[], chrono_tz::UTC, Lang::En)
+                .into_string()
+                .contains("no runs yet")
+        );
     }
 }

@@ -15,6 +15,7 @@ use sha2::Sha256;
 use crate::Shared;
 use crate::auth::Admin;
 use crate::error::{Error, Result};
+use crate::i18n::{Lang, default_lang};
 
 /// The form field holding the token.
 pub(crate) const FIELD: &str = "csrf";
@@ -132,6 +133,7 @@ fn form_token(body: &[u8]) -> Option<String> {
 /// browsers and API clients.
 pub(crate) async fn protect(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     let api = request.uri().path().starts_with("/api/");
+    let lang = Lang::negotiate(request.headers(), default_lang(&shared));
     if request.method() != Method::POST {
         // A GET changes nothing, but some build a whole export or list personal data: another site may not make a
         // signed-in browser fetch them either. An address typed or bookmarked (`none`) is the admin's own.
@@ -140,7 +142,7 @@ pub(crate) async fn protect(State(shared): State<Arc<Shared>>, request: Request,
             return if api {
                 error.into_response()
             } else {
-                crate::pages::error_response(&error, None)
+                crate::pages::error_response(&error, None, lang)
             };
         }
         return next.run(request).await;
@@ -148,7 +150,7 @@ pub(crate) async fn protect(State(shared): State<Arc<Shared>>, request: Request,
     match check(&shared, request).await {
         Ok(request) => next.run(request).await,
         Err(error) if api => error.into_response(),
-        Err(error) => crate::pages::error_response(&error, None),
+        Err(error) => crate::pages::error_response(&error, None, lang),
     }
 }
 

@@ -14,6 +14,13 @@
 //! | `/alerts` | `/api/alerts` | active alerts; acknowledge |
 //! | `/export` | | the CSV fallback: download an organisation's full or delta export for the Dynamics Import Data wizard |
 //!
+//! Pages are in Norwegian bokmål or English: the reader's choice from the switch on every page (`GET /lang/nb` or
+//! `/lang/en`, a plain link that sets the `hlf_dashboard_lang` cookie and goes back), else the browser's
+//! `Accept-Language` when it names one of the two, else the first organisation's `language`. Times are shown in the
+//! first organisation's `time_zone` with the zone's abbreviation (`02:00 CET`, `02:00 CEST`) and how long ago beside
+//! them; the JSON API keeps its English field values and UTC RFC 3339 times. Texts that come from elsewhere (an error
+//! from Dynamics, a stored alert message) stay English and are marked `lang="en"` on a bokmål page.
+//!
 //! The status on the overview is [`health_monitor::HealthMonitor::check`]'s verdict without a Dynamics call
 //! ([`health_monitor::Probe::Skip`]), so the dashboard, `health-check` and the metrics always agree; `/api/health`
 //! returns each organisation's whole [`health_monitor::OrganisationHealth`]. `GET /metrics` serves
@@ -56,6 +63,7 @@ mod auth;
 mod chart;
 mod csrf;
 mod error;
+mod i18n;
 mod pages;
 mod routes;
 mod security;

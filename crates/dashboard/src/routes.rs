@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, OriginalUri, Path, State};
+use axum::extract::{FromRequestParts, OriginalUri, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use crate::Shared;
 use crate::auth::Admin;
 use crate::error::{Error, Result};
+use crate::i18n::{self, Lang};
 use crate::{assets, auth, csrf, pages, security, view};
 
 /// The HTTP method of a route.
@@ -49,6 +50,7 @@ pub struct Route {
 pub(crate) enum Endpoint {
     Healthz,
     Style,
+    Lang,
     Overview,
     Runs,
     Failures,
@@ -106,6 +108,12 @@ pub const ROUTES: &[Route] = &[
         "/",
         Endpoint::Overview,
         "overview: status, last success, alerts, last 30 runs",
+    ),
+    route(
+        Get,
+        "/lang/{code}",
+        Endpoint::Lang,
+        "choose the pages' language (nb or en), remembered in a cookie, and go back",
     ),
     route(Get, "/runs", Endpoint::Runs, "run history with metrics"),
     route(Get, "/failures", Endpoint::Failures, "failed records"),
@@ -206,6 +214,7 @@ fn handler(endpoint: Endpoint, filter: MethodFilter) -> MethodRouter<Arc<Shared>
     match endpoint {
         Endpoint::Healthz => on(filter, healthz),
         Endpoint::Style => on(filter, assets::style),
+        Endpoint::Lang => on(filter, choose_language),
         Endpoint::Overview => on(filter, pages::overview),
         Endpoint::Runs => on(filter, pages::runs),
         Endpoint::Failures => on(filter, pages::failures),
@@ -507,11 +516,12 @@ async fn export_download(
     State(shared): State<Arc<Shared>>,
     Extension(admin): Extension<Admin>,
     base: Base,
+    lang: Lang,
     Form(form): Form<ExportForm>,
 ) -> Response {
     match export_file(&shared, &admin, &form).await {
         Ok(response) => response,
-        Err(error) => html_error(error, &base),
+        Err(error) => html_error(error, &base, lang),
     }
 }
 
@@ -524,19 +534,73 @@ fn back(base: &Base, page: &str, notice: &str) -> Response {
     response
 }
 
-fn html_error(error: Error, base: &Base) -> Response {
-    pages::error_response(&error, Some(base))
+fn html_error(error: Error, base: &Base, lang: Lang) -> Response {
+    pages::error_response(&error, Some(base), lang)
+}
+
+/// Where the language switch came from.
+#[derive(Debug, Deserialize)]
+pub(crate) struct LanguageQuery {
+    back: Option<String>,
+}
+
+/// How long the language choice is remembered: a year.
+const LANGUAGE_COOKIE_SECONDS: u32 = 365 * 24 * 3600;
+
+/// `GET /lang/{code}`: remembers the language in a cookie (no script needed) and goes back to the page the switch
+/// was on. `back` must be a page of this dashboard, so the link cannot send anyone elsewhere.
+async fn choose_language(
+    base: Base,
+    lang: Lang,
+    Path(code): Path<String>,
+    Query(query): Query<LanguageQuery>,
+) -> Response {
+    let Some(chosen) = Lang::from_code(&code) else {
+        let error = Error::BadRequest(format!("unknown language {code:?}; the dashboard speaks nb and en"));
+        return html_error(error, &base, lang);
+    };
+    let target = query
+        .back
+        .filter(|back| is_own_page(&base, back))
+        .unwrap_or_else(|| base.to("/"));
+    let path = if base.0.is_empty() { "/" } else { base.0.as_str() };
+    let cookie = format!(
+        "{}={}; Path={path}; Max-Age={LANGUAGE_COOKIE_SECONDS}; SameSite=Lax; HttpOnly",
+        i18n::COOKIE,
+        chosen.code()
+    );
+    let mut response = Redirect::to(&target).into_response();
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        headers.insert(header::SET_COOKIE, value);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Whether `target` is a path of this dashboard: under the base, with no scheme, host or backslash that a browser
+/// could read as another site.
+fn is_own_page(base: &Base, target: &str) -> bool {
+    let root = base.to("/");
+    let under_base =
+        target == root || target.starts_with(&format!("{}/", base.0)) || (base.0.is_empty() && target.starts_with('/'));
+    under_base
+        && !target.starts_with("//")
+        && !target.contains('\\')
+        && !target.contains("://")
+        && !target.chars().any(char::is_control)
 }
 
 async fn requeue_form(
     State(shared): State<Arc<Shared>>,
     Extension(admin): Extension<Admin>,
     base: Base,
+    lang: Lang,
     Form(action): Form<FailureAction>,
 ) -> Response {
     match failure_action(&shared, &admin, &action, FailureVerb::Requeue).await {
         Ok(()) => back(&base, "/failures", "requeued"),
-        Err(error) => html_error(error, &base),
+        Err(error) => html_error(error, &base, lang),
     }
 }
 
@@ -544,11 +608,12 @@ async fn dismiss_form(
     State(shared): State<Arc<Shared>>,
     Extension(admin): Extension<Admin>,
     base: Base,
+    lang: Lang,
     Form(action): Form<FailureAction>,
 ) -> Response {
     match failure_action(&shared, &admin, &action, FailureVerb::Dismiss).await {
         Ok(()) => back(&base, "/failures", "dismissed"),
-        Err(error) => html_error(error, &base),
+        Err(error) => html_error(error, &base, lang),
     }
 }
 
@@ -556,12 +621,13 @@ async fn resolve_form(
     State(shared): State<Arc<Shared>>,
     Extension(admin): Extension<Admin>,
     base: Base,
+    lang: Lang,
     Path(id): Path<String>,
     Form(form): Form<ResolveForm>,
 ) -> Response {
     match resolve(&shared, &admin, &id, form.side, form.apply_now.is_some()).await {
         Ok(resolved) => back(&base, "/conflicts", resolved.code()),
-        Err(error) => html_error(error, &base),
+        Err(error) => html_error(error, &base, lang),
     }
 }
 
@@ -569,12 +635,13 @@ async fn acknowledge_form(
     State(shared): State<Arc<Shared>>,
     Extension(admin): Extension<Admin>,
     base: Base,
+    lang: Lang,
     Path(id): Path<String>,
     Form(action): Form<AcknowledgeAction>,
 ) -> Response {
     match acknowledge(&shared, &admin, &id, &action).await {
         Ok(()) => back(&base, "/alerts", "acknowledged"),
-        Err(error) => html_error(error, &base),
+        Err(error) => html_error(error, &base, lang),
     }
 }
 

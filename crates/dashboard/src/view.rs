@@ -36,6 +36,9 @@ pub(crate) struct OrganisationOverview {
     pub(crate) status: Status,
     /// Why, worst first; the first decided the status. Empty when healthy.
     pub(crate) reasons: Vec<String>,
+    /// The same as data, for the pages to word in their language.
+    #[serde(skip)]
+    pub(crate) findings: Vec<health_monitor::Finding>,
     pub(crate) last_run: Option<RunView>,
     /// The start of the newest run that completed each direction, as the health monitor judges freshness.
     pub(crate) last_success: LastSuccess,
@@ -118,6 +121,17 @@ pub(crate) struct ConflictView {
     pub(crate) state: &'static str,
     pub(crate) resolution: Option<Side>,
     pub(crate) resolved_by: Option<String>,
+    /// The values as data, for the pages to show in their language (the JSON gives the text above).
+    #[serde(skip)]
+    pub(crate) values: ConflictValues,
+}
+
+/// A conflict's values as the engine holds them.
+#[derive(Debug, Clone)]
+pub(crate) struct ConflictValues {
+    pub(crate) shadow: Option<AppValue>,
+    pub(crate) app: AppValue,
+    pub(crate) dynamics: AppValue,
 }
 
 /// An active alert.
@@ -165,6 +179,9 @@ pub(crate) struct ConfigView {
     /// `nightly at 02:00 Europe/Oslo` or `every 15 minutes`.
     pub(crate) schedule: String,
     pub(crate) next_run_at: DateTime<Utc>,
+    /// The schedule as data, for the pages to word in their language.
+    #[serde(skip)]
+    pub(crate) schedule_kind: Schedule,
     /// Every effective setting as `sync-worker config check` prints it (secrets only as "set" or "missing").
     pub(crate) settings: String,
 }
@@ -199,6 +216,9 @@ pub(crate) struct MappingRow {
     pub(crate) kind: String,
     pub(crate) conflict_strategy: Option<String>,
     pub(crate) alternate_key: bool,
+    /// The type as data, for the pages to word in their language.
+    #[serde(skip)]
+    pub(crate) field_kind: FieldKind,
 }
 
 impl From<RunRecord> for RunView {
@@ -313,6 +333,7 @@ pub(crate) async fn overview(shared: &Shared) -> Result<Overview> {
             name: org.name.clone(),
             status: health.status,
             reasons: health.reasons,
+            findings: health.findings,
             last_run: last_run.cloned().map(RunView::from),
             last_success: health.last_success,
             mismatches: health.mismatch_count,
@@ -487,6 +508,11 @@ pub(crate) async fn conflicts(shared: &Shared, org: Option<&str>) -> Result<Vec<
                 state,
                 resolution,
                 resolved_by: c.resolved_by,
+                values: ConflictValues {
+                    shadow: c.shadow_value,
+                    app: c.app_value,
+                    dynamics: c.dynamics_value,
+                },
             });
         }
     }
@@ -551,6 +577,7 @@ pub(crate) fn config(shared: &Shared) -> ConfigView {
                         kind: kind_text(&spec.kind),
                         conflict_strategy: shared_field.then(|| config.conflicts.strategy_for(&spec.field).to_string()),
                         alternate_key: record.alternate_key().field == spec.field,
+                        field_kind: spec.kind.clone(),
                     });
                 }
             }
@@ -578,6 +605,7 @@ pub(crate) fn config(shared: &Shared) -> ConfigView {
         organisations,
         schedule,
         next_run_at: config.schedule.next_after(shared.clock.now()),
+        schedule_kind: config.schedule,
         settings: config.summary().to_string(),
     }
 }

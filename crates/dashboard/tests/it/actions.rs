@@ -20,7 +20,7 @@ async fn a_resolved_conflict_is_written_to_dynamics_by_the_next_run() {
             "8001",
             "Kari Medlem 8001",
             "mobilephone",
-            "2026-05-31 14:00 CEST",
+            "31 May 2026, 14:00 CEST",
         ] {
             assert!(page.contains(shown), "the conflict page shows {shown}: {page}");
         }

@@ -7,6 +7,7 @@ mod access;
 mod actions;
 mod export;
 mod health;
+mod language;
 mod snapshot;
 mod tls;
 
@@ -220,11 +221,13 @@ pub(crate) struct Req {
     client: Option<std::net::SocketAddr>,
 }
 
+/// A GET as an English-speaking browser sends it (`Accept-Language: en`), so the assertions of most tests read in
+/// English; the language tests take the header away with [`Req::no_language`] or set another.
 pub(crate) fn get(uri: &str) -> Req {
     Req {
         method: Method::GET,
         uri: uri.to_owned(),
-        headers: Vec::new(),
+        headers: vec![(header::ACCEPT_LANGUAGE.to_string(), "en".to_owned())],
         body: String::new(),
         client: None,
     }
@@ -234,10 +237,13 @@ pub(crate) fn post(uri: &str, form: &str) -> Req {
     Req {
         method: Method::POST,
         uri: uri.to_owned(),
-        headers: vec![(
-            header::CONTENT_TYPE.to_string(),
-            "application/x-www-form-urlencoded".to_owned(),
-        )],
+        headers: vec![
+            (
+                header::CONTENT_TYPE.to_string(),
+                "application/x-www-form-urlencoded".to_owned(),
+            ),
+            (header::ACCEPT_LANGUAGE.to_string(), "en".to_owned()),
+        ],
         body: form.to_owned(),
         client: None,
     }
@@ -252,6 +258,18 @@ impl Req {
     pub(crate) fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_owned(), value.to_owned()));
         self
+    }
+
+    /// The request with no `Accept-Language`, as from a browser that names no language.
+    pub(crate) fn no_language(mut self) -> Self {
+        self.headers
+            .retain(|(name, _)| !name.eq_ignore_ascii_case("accept-language"));
+        self
+    }
+
+    /// The request with `Accept-Language: value` instead of English.
+    pub(crate) fn language(self, value: &str) -> Self {
+        self.no_language().header("accept-language", value)
     }
 
     /// The client's address, as `serve` records it for each connection.

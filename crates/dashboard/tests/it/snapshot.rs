@@ -120,9 +120,13 @@ async fn the_overview_renders_fixed_data_the_same_way() {
         },
     )
     .unwrap();
-    let (status, _, page) = send(&dashboard.router(), get("/").bearer(TOKEN)).await;
+    // The organisation's language (bokmål, the default) when the browser names neither, and English when it asks.
+    let (status, _, page) = send(&dashboard.router(), get("/").bearer(TOKEN).no_language()).await;
     assert_eq!(status, axum::http::StatusCode::OK);
     assert!(!page.contains("never-shown-secret"));
-    expect_test::expect_file!["overview.snapshot.html"].assert_eq(&page.replace("><", ">\n<"));
+    expect_test::expect_file!["overview.nb.snapshot.html"].assert_eq(&page.replace("><", ">\n<"));
+    let (status, _, page) = send(&dashboard.router(), get("/").bearer(TOKEN)).await;
+    assert_eq!(status, axum::http::StatusCode::OK);
+    expect_test::expect_file!["overview.en.snapshot.html"].assert_eq(&page.replace("><", ">\n<"));
     db.cleanup().await.unwrap();
 }
