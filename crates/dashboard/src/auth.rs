@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::Shared;
+use crate::i18n::{Lang, default_lang};
 
 /// The realm a browser shows in its login prompt.
 const REALM: &str = "Basic realm=\"HLF integration dashboard\", charset=\"UTF-8\"";
@@ -186,10 +187,12 @@ pub(crate) async fn require_admin(State(shared): State<Arc<Shared>>, mut request
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
     let now = Instant::now();
+    // Said in the reader's language like every page; plain text, since the prompt is the browser's.
+    let lang = Lang::negotiate(request.headers(), default_lang(&shared));
     if let Some(wait) = shared.sign_in_failures.blocked_for(address, now) {
         let mut response = (
             StatusCode::TOO_MANY_REQUESTS,
-            format!("too many failed sign-ins from this address; try again in {wait} s\n"),
+            format!("{}\n", lang.f("auth.too_many", &[("seconds", &wait)])),
         )
             .into_response();
         if let Ok(value) = HeaderValue::from_str(&wait.to_string()) {
@@ -224,7 +227,7 @@ pub(crate) async fn require_admin(State(shared): State<Arc<Shared>>, mut request
                     "dashboard sign-in failed: wrong credential"
                 );
             }
-            let mut response = (StatusCode::UNAUTHORIZED, "the admin credential is required\n").into_response();
+            let mut response = (StatusCode::UNAUTHORIZED, format!("{}\n", lang.t("auth.required"))).into_response();
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(REALM));

@@ -136,8 +136,13 @@ async fn the_switch_remembers_the_choice_in_a_cookie_and_comes_back_to_the_page(
         "{page}"
     );
     // The switch needs the admin credential like every page.
-    let (status, _, _) = send(&w.router, get("/lang/en")).await;
+    let (status, _, body) = send(&w.router, get("/lang/en")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.starts_with("Sign in"), "{body}");
+    // The login prompt's text, too, is in the reader's language.
+    let (status, _, body) = send(&w.router, get("/").no_language()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.starts_with("Logg inn"), "{body}");
     db.cleanup().await.unwrap();
 }
 
