@@ -144,6 +144,21 @@ impl World {
         self.sim.state().row("contacts", id).unwrap()
     }
 
+    /// Runs as a worker restarted after one was killed: the killed run's SQLite lease has lapsed (the caller moves
+    /// the clock); on PostgreSQL its lock goes with its session, which ends a moment after its connection closes in
+    /// the background, so this tries again until then (at most ten seconds).
+    pub(crate) async fn run_after_kill(&self) -> sync_engine::RunReport {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.service.run().await {
+                Err(sync_engine::Error::AlreadyRunning { .. }) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other.unwrap(),
+            }
+        }
+    }
+
     /// Adds a mentor to the app with one certification expiring on `expires`.
     pub(crate) async fn mentor(&self, organisation: &str, member: &str, expires: NaiveDate) {
         let id = mentor_id(organisation, member);
