@@ -1,6 +1,7 @@
 //! Contacts read in bulk: mentors whose contact must be read afresh (a retry, a resolution, a write whose outcome is
-//! unknown) and mentors with no contact yet, looked up by member number. A page's worth goes out as a few GETs
-//! grouped in one `$batch` ([`dynamics_client::DynamicsClient::rows_in`]), never one request per mentor.
+//! unknown) and mentors with no contact yet, looked up by member number. They gather across pages of app rows (up to
+//! 5,000) and go out as `In` queries grouped in one `$batch` ([`dynamics_client::DynamicsClient::rows_in`]), never
+//! one request per mentor.
 
 use std::collections::{BTreeMap, BTreeSet};
 

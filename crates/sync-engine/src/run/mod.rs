@@ -49,6 +49,10 @@ pub(crate) enum Mode {
 /// Mentors read from the app, links and released contacts read from the store, per page.
 const APP_PAGE: u32 = 500;
 
+/// Mentors waiting for a look-up or a re-read gathered before they go out: twenty `In` queries of 250 values, in
+/// one `$batch`.
+const NEEDS_GATHERED: usize = 5000;
+
 /// How long the run lock is held between renewals.
 const LEASE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 

@@ -9,7 +9,7 @@ use sync_store::{Direction, Link, MentorSnapshot, Watermark};
 
 use super::lookup::Need;
 use super::record::Why;
-use super::{APP_PAGE, Run, Subject};
+use super::{APP_PAGE, NEEDS_GATHERED, Run, Subject};
 use crate::decide::{LinkStatus, link_status};
 use crate::error::Result;
 use crate::record::changed_at;
@@ -90,7 +90,11 @@ impl Run<'_> {
             let outcome = self.push_one(snapshot, link).await;
             self.isolate(&subject, Direction::Push, false, outcome).await?;
         }
-        self.resolve_needs().await?;
+        // Look-ups and re-reads gather across pages into a few large `$batch`es (a bulk onboarding of 5,000 mentors
+        // is one request, not one per page); every caller flushes, which resolves them, before it moves a watermark.
+        if self.needs.len() >= NEEDS_GATHERED {
+            self.resolve_needs().await?;
+        }
         self.settle().await
     }
 
