@@ -66,6 +66,10 @@ pub(crate) enum Filter {
     In {
         column: String,
         values: Vec<Literal>,
+        /// The text values folded to lower case, as the collation compares them: a row is matched with one
+        /// look-up, not one comparison per value (twenty `In` queries of 250 member numbers over 50,000 contacts
+        /// would otherwise be 250 million comparisons).
+        folded: std::collections::HashSet<String>,
         negated: bool,
     },
 }
@@ -385,9 +389,17 @@ impl Parser<'_> {
             .into_iter()
             .map(|value| function_value(attr, value))
             .collect::<Result<Vec<_>, _>>()?;
+        let folded = values
+            .iter()
+            .filter_map(|value| match value {
+                Literal::Str(text) => Some(fold(text)),
+                _ => None,
+            })
+            .collect();
         Ok(Filter::In {
             column,
             values,
+            folded,
             negated,
         })
     }
@@ -628,6 +640,11 @@ fn cmp_literal(a: &Literal, b: &Literal) -> Option<Ordering> {
     }
 }
 
+/// A text as the case-insensitive collation compares it: equal folds are equal texts under [`cmp_text`].
+fn fold(text: &str) -> String {
+    text.chars().flat_map(char::to_lowercase).collect()
+}
+
 /// Dataverse's default collation is case-insensitive.
 fn cmp_text(a: &str, b: &str) -> Ordering {
     a.chars()
@@ -663,13 +680,17 @@ pub(crate) fn eval(f: &Filter, row: &Map<String, Value>, def: &TableDef) -> bool
         Filter::In {
             column,
             values,
+            folded,
             negated,
         } => {
             let kind = def.attr(column).map_or(AttrKind::Other, |a| a.kind.clone());
             let stored = stored_literal(&kind, row.get(column));
-            let found = values
-                .iter()
-                .any(|value| cmp_literal(&stored, value) == Some(Ordering::Equal));
+            let found = match &stored {
+                Literal::Str(text) => folded.contains(&fold(text)),
+                _ => values
+                    .iter()
+                    .any(|value| cmp_literal(&stored, value) == Some(Ordering::Equal)),
+            };
             found != *negated
         }
         Filter::Func { func, column, needle } => {
