@@ -136,8 +136,9 @@ impl Harness {
         self.seed_mentors_from(0, count, now - Duration::days(2), today).await
     }
 
-    /// Mentors `first..first + count` (member numbers to match), changed in the app at `changed` (for mentors added
-    /// after a first sync, after its watermark).
+    /// Mentors `first..first + count` (member numbers to match), changed in the app ten seconds apart, the last at
+    /// `changed` (for mentors added after a first sync, after its watermark). Apart, as people edit them: with one
+    /// time for all, every later run would find them all inside the push overlap and read them again.
     pub(crate) async fn seed_mentors_from(
         &self,
         first: usize,
@@ -148,6 +149,8 @@ impl Harness {
         self.store.upsert_organisation(ORGANISATION, "HLF").await?;
         for i in first..first + count {
             let id = format!("m{i}");
+            let steps_before_last = i32::try_from(first + count - 1 - i).unwrap_or(i32::MAX);
+            let changed = changed - Duration::seconds(10 * i64::from(steps_before_last));
             self.store
                 .upsert_mentor(&Mentor {
                     id: id.clone(),
