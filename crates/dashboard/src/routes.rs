@@ -579,15 +579,15 @@ async fn choose_language(
 }
 
 /// Whether `target` is a path of this dashboard: under the base, with no scheme, host or backslash that a browser
-/// could read as another site.
+/// could read as another site, and ASCII as a `Location` header must be (the switch's links are percent-encoded).
 fn is_own_page(base: &Base, target: &str) -> bool {
     let root = base.to("/");
-    let under_base =
-        target == root || target.starts_with(&format!("{}/", base.0)) || (base.0.is_empty() && target.starts_with('/'));
+    let under_base = target == root || target.starts_with(&format!("{}/", base.0));
     under_base
         && !target.starts_with("//")
         && !target.contains('\\')
         && !target.contains("://")
+        && target.is_ascii()
         && !target.chars().any(char::is_control)
 }
 

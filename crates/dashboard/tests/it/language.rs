@@ -161,6 +161,8 @@ async fn the_switch_never_sends_anyone_to_another_site() {
         ("/admin/integration/%5C%5Cevil.example", "/admin/integration"),
         ("/admin/integration/x%0D%0ASet-Cookie:%20a=b", "/admin/integration"),
         ("", "/admin/integration"),
+        // Not a header value: never a 500.
+        ("/admin/integration/%C3%A6", "/admin/integration"),
     ] {
         let uri = format!("/admin/integration/lang/nb?back={back}");
         let (status, headers, body) = send(&app, get(&uri).bearer(TOKEN)).await;
