@@ -159,8 +159,8 @@ pub const SETTINGS: &[Setting] = &[
     ),
     s(
         "sync.batch_size_initial",
-        "50",
-        "Operations in the first run's first `$batch`; grows while Dynamics does not throttle, halves when it does, and each later run starts at the size the last one ended with.",
+        "500",
+        "Operations in the first run's first `$batch`; doubles while Dynamics neither throttles nor takes 30 s over a batch, halves when it does, and each later run starts at the size the last one ended with.",
     ),
     s("sync.batch_size_max", "1000", "Largest `$batch`, at most 1000."),
     s("sync.parallel_requests", "4", "Requests kept in flight at once."),

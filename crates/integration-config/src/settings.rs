@@ -382,7 +382,7 @@ impl Default for SyncSettings {
             change_tracking: true,
             overlap: Duration::from_secs(300),
             page_size: 5000,
-            batch_size_initial: 50,
+            batch_size_initial: 500,
             batch_size_max: 1000,
             parallel_requests: 4,
         }

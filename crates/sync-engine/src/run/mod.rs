@@ -195,7 +195,7 @@ impl<'s> Run<'s> {
             needs: Vec::new(),
             released: BTreeSet::new(),
             sizer: BatchSizer::new(
-                usize::try_from(svc.sync.batch_size_initial).unwrap_or(50),
+                usize::try_from(svc.sync.batch_size_initial).unwrap_or(500),
                 usize::try_from(svc.sync.batch_size_max).unwrap_or(1000),
             ),
             plan: Vec::new(),

@@ -4,7 +4,7 @@
 use serde_json::json;
 use sync_store::{AppStore, Direction, RunStatus};
 
-use super::{World, day, each, mentor_id};
+use super::{DEFAULT_CONFIG, World, day, each, mentor_id};
 
 #[tokio::test]
 async fn mentors_added_after_a_first_sync_are_looked_up_in_bulk() {
@@ -29,8 +29,7 @@ async fn mentors_added_after_a_first_sync_are_looked_up_in_bulk() {
         assert_eq!(report.status, RunStatus::Partial, "{report:?}");
         assert_eq!(report.metrics.push.written, 590, "{report:?}");
         // Metadata (4), the delta (1), the look-ups of 595 member numbers (one $batch of `In` queries for both
-        // pages of app rows), and the writes in growing batches of 50, 100, 200...: nine requests, not one per
-        // mentor.
+        // pages of app rows), and the writes in batches of 500 and 1,000: at most nine requests, not one per mentor.
         assert!(report.metrics.requests <= 9, "{:?}", report.metrics);
         let linked = w.store.links_page("hlf", "mentor", None, 1000).await.unwrap();
         assert_eq!(linked.len(), 600);
@@ -92,13 +91,14 @@ async fn retried_records_read_their_contacts_in_bulk() {
 #[tokio::test]
 async fn a_run_starts_its_batches_at_the_size_the_last_run_ended_with() {
     each(|db| async move {
-        let w = World::new(&db).await;
+        let config = format!("{DEFAULT_CONFIG}[sync]\nbatch_size_initial = 50\n");
+        let w = World::with_config(&db, &config, None).await;
         for n in 0..400 {
             let member = format!("22{n:03}");
             w.contact(&member, json!({}));
             w.mentor("hlf", &member, day(2027, 6, 30)).await;
         }
-        // The first run climbs from sync.batch_size_initial (50): batches of 50, 100, 200 and 50.
+        // The first run climbs from sync.batch_size_initial (50 here): batches of 50, 100, 200 and 50.
         let first = w.service.run().await.unwrap();
         assert_eq!(first.metrics.push.written, 400, "{first:?}");
         assert_eq!(
