@@ -90,6 +90,66 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// How the database would run `sql` (a statement the store issues, with `$n` parameters), one line per step:
+    /// SQLite's `EXPLAIN QUERY PLAN` details (`SEARCH sync_link USING INDEX ...`, `SCAN peer_mentor`), or
+    /// PostgreSQL's `EXPLAIN` of the generic plan of a prepared statement with sequential scans disabled, so a `Seq
+    /// Scan` in it means no index can serve the statement whatever the table's size.
+    pub async fn query_plan(&self, sql: &str) -> Result<Vec<String>> {
+        let mut connection = self.store.pool.acquire().await.doing("taking a connection")?;
+        match self.store.backend() {
+            crate::db::Backend::Sqlite => {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .fetch_all(&mut *connection)
+                    .await
+                    .doing("explaining a statement")?;
+                Ok(rows
+                    .iter()
+                    .filter_map(|row| sqlx::Row::try_get::<String, _>(row, "detail").ok())
+                    .collect())
+            }
+            crate::db::Backend::Postgres => {
+                let parameters = sql
+                    .split('$')
+                    .skip(1)
+                    .filter_map(|rest| {
+                        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                        digits.parse::<usize>().ok()
+                    })
+                    .max()
+                    .unwrap_or(0);
+                let nulls = vec!["NULL"; parameters].join(", ");
+                let arguments = if parameters == 0 {
+                    String::new()
+                } else {
+                    format!("({nulls})")
+                };
+                for setup in [
+                    "SET plan_cache_mode = force_generic_plan".to_owned(),
+                    "SET enable_seqscan = off".to_owned(),
+                    format!("PREPARE plan_probe AS {sql}"),
+                ] {
+                    connection
+                        .execute(sqlx::AssertSqlSafe(setup))
+                        .await
+                        .doing("preparing a statement to explain")?;
+                }
+                let explained = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN EXECUTE plan_probe{arguments}")))
+                    .fetch_all(&mut *connection)
+                    .await
+                    .doing("explaining a statement");
+                for reset in ["DEALLOCATE plan_probe", "RESET enable_seqscan", "RESET plan_cache_mode"] {
+                    connection.execute(reset).await.doing("resetting the session")?;
+                }
+                Ok(explained?
+                    .iter()
+                    .filter_map(|row| sqlx::Row::try_get::<String, _>(row, 0usize).ok())
+                    .collect())
+            }
+        }
+    }
+}
+
 /// Terminates every other session of the PostgreSQL database at `url` that holds an advisory lock: a run lock's
 /// session dying (a proxy cut, a failover, an administrator's `pg_terminate_backend`).
 pub async fn terminate_advisory_lock_sessions(url: &str) -> Result<()> {

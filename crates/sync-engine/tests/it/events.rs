@@ -14,16 +14,9 @@ use serde_json::json;
 use sync_store::testing::TestDatabase;
 use sync_store::{AppStore, Certification, ConflictState, Direction, FailureState, Link, Mentor, RunStatus, Store};
 
-use super::{DEFAULT_CONFIG, Hooked, World, at, day, each, mentor_id};
+use super::{DEFAULT_CONFIG, Hooked, World, at, day, each, mentor_id, shared_phone_mapping};
 
 /// The default mapping with `phone` shared between the two sides.
-fn shared_phone_mapping() -> String {
-    HLF_DEFAULT_MAPPING.replace(
-        "field = \"phone\"\ncolumn = \"mobilephone\"\nowner = \"dynamics\"",
-        "field = \"phone\"\ncolumn = \"mobilephone\"\nowner = \"shared\"",
-    )
-}
-
 fn strategy_config(strategy: &str) -> String {
     format!("{DEFAULT_CONFIG}[conflicts]\ndefault = \"{strategy}\"\n")
 }

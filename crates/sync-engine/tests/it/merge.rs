@@ -26,14 +26,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use field_mapping::{AppValue, HLF_DEFAULT_MAPPING};
+use field_mapping::AppValue;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use sync_store::testing::TestDatabase;
 use sync_store::{AppStore, ConflictState, FailureState, RunStatus};
 use uuid::Uuid;
 
-use super::{DEFAULT_CONFIG, Hooked, World, day, mentor_id};
+use super::{DEFAULT_CONFIG, Hooked, World, day, mentor_id, shared_phone_mapping};
 
 /// Mentor slots in the app.
 const MENTORS: usize = 3;
@@ -105,13 +105,6 @@ fn strategy() -> impl Strategy<Value = &'static str> {
         Just("newest-wins"),
         Just("manual")
     ]
-}
-
-fn shared_phone_mapping() -> String {
-    HLF_DEFAULT_MAPPING.replace(
-        "field = \"phone\"\ncolumn = \"mobilephone\"\nowner = \"dynamics\"",
-        "field = \"phone\"\ncolumn = \"mobilephone\"\nowner = \"shared\"",
-    )
 }
 
 fn number(n: usize) -> String {
