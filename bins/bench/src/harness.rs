@@ -81,8 +81,13 @@ impl Harness {
     /// Loads the configuration the way `sync-worker` does (TOML plus credential variables), opens a fresh SQLite
     /// store in a temporary folder, and builds the organisation's client with the configured limits and retries.
     pub(crate) async fn connect(target: &Target) -> anyhow::Result<Harness> {
+        Self::connect_with(target, None, "").await
+    }
+
+    /// [`Harness::connect`] with another mapping (its TOML) and more configuration (TOML tables appended).
+    pub(crate) async fn connect_with(target: &Target, mapping: Option<&str>, extra: &str) -> anyhow::Result<Harness> {
         let dir = tempfile::tempdir().context("making a temporary folder for the sync store")?;
-        let config = load_config(target, dir.path())?;
+        let config = load_config(target, dir.path(), mapping, extra)?;
         let organisation = config
             .organisation(ORGANISATION)
             .context("the bench configuration names the organisation")?
@@ -341,11 +346,18 @@ fn phase_cost(
 /// The configuration: the built-in HLF mapping, one organisation whose Azure AD authority and Dynamics instance are
 /// the emulator (its CA trusted through `ca_certificate_file`), every other setting at its default, and the store in
 /// `dir`.
-fn load_config(target: &Target, dir: &Path) -> anyhow::Result<IntegrationConfig> {
+fn load_config(target: &Target, dir: &Path, mapping: Option<&str>, extra: &str) -> anyhow::Result<IntegrationConfig> {
     let instance = target.instance.trim_end_matches('/');
+    let mapping = match mapping {
+        Some(text) => {
+            std::fs::write(dir.join("mapping.toml"), text).context("writing the bench's mapping")?;
+            "mapping.toml"
+        }
+        None => "builtin:hlf-default",
+    };
     let text = format!(
-        "mapping = \"builtin:hlf-default\"\n\n[[organisations]]\nid = \"{ORGANISATION}\"\nname = \"HLF (bench)\"\n\
-         authority_host = \"{instance}\"\nca_certificate_file = \"{}\"\n\n[store]\nurl = \"sqlite://{}\"\n",
+        "mapping = \"{mapping}\"\n\n[[organisations]]\nid = \"{ORGANISATION}\"\nname = \"HLF (bench)\"\n\
+         authority_host = \"{instance}\"\nca_certificate_file = \"{}\"\n\n[store]\nurl = \"sqlite://{}\"\n{extra}",
         target.ca_file.display(),
         dir.join("bench.db").display()
     );

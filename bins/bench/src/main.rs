@@ -103,6 +103,8 @@ enum ChildTask {
 
 const HLF_CONTACTS: usize = 50_000;
 const HLF_MENTORS: usize = 5_000;
+/// Conflicts an admin resolves at once in (h).
+const HLF_CONFLICTS: usize = 1_000;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -139,6 +141,7 @@ fn parent(args: &RunArgs, sections: &[Section]) -> anyhow::Result<()> {
         profile: if cfg!(debug_assertions) { "debug" } else { "release" },
         date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
         latency_ms: args.latency_ms,
+        machine: machine(),
     };
     for &section in sections {
         let markdown = match section {
@@ -334,7 +337,11 @@ fn child(target: &Target, task: ChildTask) -> anyhow::Result<()> {
                 contacts,
                 mentors,
                 naive_mentors,
-            } => serde_json::to_string(&scenarios::hlf(&harness, contacts, mentors, naive_mentors).await?)?,
+            } => {
+                let mut result = scenarios::hlf(&harness, contacts, mentors, naive_mentors).await?;
+                result.resolved = Some(scenarios::resolved_conflicts(target, HLF_CONFLICTS).await?);
+                serde_json::to_string(&result)?
+            }
             ChildTask::FullSync { mentors } => serde_json::to_string(&scenarios::full_sync(&harness, mentors).await?)?,
             ChildTask::Read { mode } => serde_json::to_string(&scenarios::read_all(&harness, mode).await?)?,
         };
@@ -342,4 +349,15 @@ fn child(target: &Target, task: ChildTask) -> anyhow::Result<()> {
     })?;
     println!("{json}");
     Ok(())
+}
+
+/// The machine the figures come from: its cores and how busy it was when the run started (the 1-minute load
+/// average), so a reader can tell an idle machine's wall times from a busy one's.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get);
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned());
+    format!("a {cores}-core machine (1-minute load average {load} when the run started)")
 }

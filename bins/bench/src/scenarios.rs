@@ -10,13 +10,15 @@ use field_mapping::{AppRecord, AppValue};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sync_engine::{FixedClock, SyncService, certification_view, local_today};
-use sync_store::{AppStore, Direction, RunStatus};
+use sync_store::{AppStore, Direction, FailureState, RunStatus};
 use uuid::Uuid;
 
 use crate::harness::{FIRST_MEMBER, Harness, ORGANISATION, PhaseCost};
 
 /// The record kind the engine syncs (the mapping's `[records.mentor]`).
 const MENTOR: &str = "mentor";
+/// Records (g) puts in the failed-record queue before its run.
+const RETRIED_RECORDS: usize = 500;
 /// The naive integration's requests in flight: one, as a hand-written loop over the mentors does.
 pub(crate) const NAIVE_CONCURRENCY: usize = 1;
 
@@ -74,6 +76,15 @@ pub(crate) struct HlfResult {
     /// How many mentors (e) added.
     #[serde(default)]
     pub(crate) added_mentors: usize,
+    /// (g) the run after an outage left mentors in the failed-record queue.
+    #[serde(default)]
+    pub(crate) retried: Option<SyncPhase>,
+    /// How many records (g) retried.
+    #[serde(default)]
+    pub(crate) retried_records: usize,
+    /// (h) the run after an admin resolved many conflicts at once (filled in by the child after the rest).
+    #[serde(default)]
+    pub(crate) resolved: Option<ResolvedResult>,
     /// (d) the naive way.
     pub(crate) naive: NaivePhase,
     /// Contacts edited in Dynamics before (b).
@@ -156,6 +167,33 @@ pub(crate) async fn hlf(
     clock.set(added_at + Duration::minutes(1));
     let added = sync_phase(h, &service).await?;
 
+    // (g) An outage's leftovers: 500 mentors renewed in the app whose writes failed and now wait in the
+    // failed-record queue (every 10th from the 7th: none of the sets above). The run reads their contacts again in
+    // bulk, decides each and writes them.
+    let queued: Vec<usize> = (7..mentors).step_by(10).take(RETRIED_RECORDS).collect();
+    let failed_at = added_at + Duration::hours(1);
+    eprintln!("bench: (g) {} records in the failed-record queue retried", queued.len());
+    for &i in &queued {
+        h.renew_certification(i, failed_at, today).await?;
+        h.store
+            .record_failure(
+                ORGANISATION,
+                MENTOR,
+                &format!("m{i}"),
+                Direction::Push,
+                "Dynamics could not be reached: timed out (the outage the bench stands for)",
+                h.config.retry.record_max_attempts,
+                failed_at,
+            )
+            .await?;
+    }
+    clock.set(failed_at + Duration::hours(1));
+    let retried = sync_phase(h, &service).await?;
+    let still_failing = h.store.failures(ORGANISATION, FailureState::Retrying).await?.len();
+    if still_failing > 0 {
+        bail!("(g) left {still_failing} records in the failed-record queue");
+    }
+
     let naive_mentors = naive_mentors.min(mentors);
     eprintln!("bench: (d) the naive way over {naive_mentors} mentors (one GET and one PATCH each, one at a time)");
     let next_day = now + Duration::days(1);
@@ -169,6 +207,9 @@ pub(crate) async fn hlf(
         quiet_after_nightly,
         added: Some(added),
         added_mentors,
+        retried: Some(retried),
+        retried_records: queued.len(),
+        resolved: None,
         naive,
         edited_in_dynamics: edited.len(),
         renewed_in_app: renewed.len(),
@@ -321,5 +362,74 @@ fn certification_body(
     mapping.to_dataverse(&record).map_err(|errors| {
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("the certification columns do not convert: {}", text.join("; "))
+    })
+}
+
+/// (h), measured: the run after an admin resolved every held conflict at once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ResolvedResult {
+    /// Mentors in the app (each with a conflict on its phone).
+    pub(crate) mentors: usize,
+    /// Conflicts the first sync held and the admin resolved.
+    pub(crate) resolved: usize,
+    /// The run that writes the chosen values.
+    pub(crate) run: SyncPhase,
+}
+
+/// (h) With the phone shared and conflicts on it left to an admin (`manual`), `mentors` mentors whose phone in the
+/// app differs from their contact's: the first sync holds a conflict for each; an admin keeps the app's value for
+/// all of them at once (as the dashboard does, one resolution each, nothing written yet); the next run, measured,
+/// reads the contacts again in bulk and writes every chosen value. A store of its own, against the same emulator.
+pub(crate) async fn resolved_conflicts(
+    target: &crate::harness::Target,
+    mentors: usize,
+) -> anyhow::Result<ResolvedResult> {
+    let mapping = field_mapping::HLF_DEFAULT_MAPPING.replace(
+        "field = \"phone\"\ncolumn = \"mobilephone\"\nowner = \"dynamics\"",
+        "field = \"phone\"\ncolumn = \"mobilephone\"\nowner = \"shared\"",
+    );
+    if !mapping.contains("owner = \"shared\"") {
+        bail!("the default mapping no longer has the phone field this scenario shares");
+    }
+    let h = Harness::connect_with(target, Some(&mapping), "\n[conflicts.fields]\nphone = \"manual\"\n").await?;
+    let now = Utc::now();
+    let today = local_today(now, h.organisation.time_zone);
+    eprintln!("bench: (h) {mentors} mentors whose phone differs between the app and Dynamics");
+    h.seed_mentors(mentors, now, today).await?;
+    let ids: Vec<String> = (0..mentors).map(|i| format!("m{i}")).collect();
+    for chunk in ids.chunks(500) {
+        for snapshot in h.store.mentors(ORGANISATION, chunk).await? {
+            let mut mentor = snapshot.mentor;
+            let number = mentor.member_number.clone().unwrap_or_default();
+            mentor.phone = Some(format!("+47 9{number}"));
+            h.store.upsert_mentor(&mentor).await?;
+        }
+    }
+    let clock = Arc::new(FixedClock::new(now));
+    let service = h.service(clock.clone())?;
+    service.run().await?;
+    let held = h.store.pending_conflicts(ORGANISATION).await?;
+    if held.len() != mentors {
+        bail!("(h) the first sync held {} conflicts, not {mentors}", held.len());
+    }
+    for conflict in &held {
+        service
+            .resolve_conflict(&conflict.id, sync_store::Side::App, "bench admin", false)
+            .await?;
+    }
+    clock.set(now + Duration::hours(1));
+    eprintln!(
+        "bench: (h) the run after {} conflicts were resolved at once",
+        held.len()
+    );
+    let run = sync_phase(&h, &service).await?;
+    let left = h.store.pending_conflicts(ORGANISATION).await?.len();
+    if left > 0 {
+        bail!("(h) left {left} conflicts pending");
+    }
+    Ok(ResolvedResult {
+        mentors,
+        resolved: held.len(),
+        run,
     })
 }
