@@ -23,7 +23,7 @@ pub(crate) const ORGANISATION: &str = "hlf";
 /// The emulator's generator numbers contacts from this member number; the first `mentors` of them are mentors.
 pub(crate) const FIRST_MEMBER: usize = 500_000;
 
-/// Where a child process finds the emulator the parent started.
+/// Where a child process finds the emulator the parent started, and which store it syncs into.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Target {
     /// The emulator's instance URL.
@@ -32,6 +32,39 @@ pub(crate) struct Target {
     /// The emulator's CA certificate (PEM).
     #[arg(long)]
     pub(crate) ca_file: PathBuf,
+    /// The sync store.
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
+    pub(crate) store: StoreKind,
+}
+
+/// The database the sync state and the app's tables live in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum StoreKind {
+    /// SQLite in a temporary folder (the embedded default).
+    Sqlite,
+    /// A fresh database on the PostgreSQL server `TEST_DATABASE_URL` names, dropped afterwards (production's store).
+    Postgres,
+}
+
+impl StoreKind {
+    /// The flag value, for a child's command line.
+    pub(crate) fn flag(self) -> &'static str {
+        match self {
+            StoreKind::Sqlite => "sqlite",
+            StoreKind::Postgres => "postgres",
+        }
+    }
+
+    /// The store in words, for the report.
+    pub(crate) fn description(self) -> &'static str {
+        match self {
+            StoreKind::Sqlite => "SQLite in a temporary folder",
+            StoreKind::Postgres => {
+                "PostgreSQL on loopback, a fresh database per child process; the server's own CPU is not in the CPU \
+                 columns, which are the bench process's"
+            }
+        }
+    }
 }
 
 /// What the emulator counted between two moments.
@@ -75,6 +108,8 @@ pub(crate) struct Harness {
     instance: String,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
+    /// The PostgreSQL database made for this harness, dropped by [`Harness::cleanup`].
+    postgres: Option<sync_store::testing::TestDatabase>,
 }
 
 impl Harness {
@@ -87,7 +122,17 @@ impl Harness {
     /// [`Harness::connect`] with another mapping (its TOML) and more configuration (TOML tables appended).
     pub(crate) async fn connect_with(target: &Target, mapping: Option<&str>, extra: &str) -> anyhow::Result<Harness> {
         let dir = tempfile::tempdir().context("making a temporary folder for the sync store")?;
-        let config = load_config(target, dir.path(), mapping, extra)?;
+        let postgres = match target.store {
+            StoreKind::Sqlite => None,
+            StoreKind::Postgres => Some(sync_store::testing::TestDatabase::postgres().await?.context(
+                "the PostgreSQL bench needs TEST_DATABASE_URL (for example postgres://postgres@127.0.0.1:5432/test)",
+            )?),
+        };
+        let store_url = match &postgres {
+            Some(db) => db.url.clone(),
+            None => format!("sqlite://{}", dir.path().join("bench.db").display()),
+        };
+        let config = load_config(target, dir.path(), mapping, &store_url, extra)?;
         let organisation = config
             .organisation(ORGANISATION)
             .context("the bench configuration names the organisation")?
@@ -120,7 +165,17 @@ impl Harness {
             instance: target.instance.trim_end_matches('/').to_owned(),
             http,
             _dir: dir,
+            postgres,
         })
+    }
+
+    /// Closes the store and drops the PostgreSQL database, if one was made.
+    pub(crate) async fn cleanup(self) -> anyhow::Result<()> {
+        self.store.close().await;
+        if let Some(db) = self.postgres {
+            db.cleanup().await?;
+        }
+        Ok(())
     }
 
     /// The organisation's sync service, as `sync-worker` builds it, with the given clock.
@@ -346,7 +401,13 @@ fn phase_cost(
 /// The configuration: the built-in HLF mapping, one organisation whose Azure AD authority and Dynamics instance are
 /// the emulator (its CA trusted through `ca_certificate_file`), every other setting at its default, and the store in
 /// `dir`.
-fn load_config(target: &Target, dir: &Path, mapping: Option<&str>, extra: &str) -> anyhow::Result<IntegrationConfig> {
+fn load_config(
+    target: &Target,
+    dir: &Path,
+    mapping: Option<&str>,
+    store_url: &str,
+    extra: &str,
+) -> anyhow::Result<IntegrationConfig> {
     let instance = target.instance.trim_end_matches('/');
     let mapping = match mapping {
         Some(text) => {
@@ -357,9 +418,8 @@ fn load_config(target: &Target, dir: &Path, mapping: Option<&str>, extra: &str) 
     };
     let text = format!(
         "mapping = \"{mapping}\"\n\n[[organisations]]\nid = \"{ORGANISATION}\"\nname = \"HLF (bench)\"\n\
-         authority_host = \"{instance}\"\nca_certificate_file = \"{}\"\n\n[store]\nurl = \"sqlite://{}\"\n{extra}",
+         authority_host = \"{instance}\"\nca_certificate_file = \"{}\"\n\n[store]\nurl = \"{store_url}\"\n{extra}",
         target.ca_file.display(),
-        dir.join("bench.db").display()
     );
     let env: BTreeMap<String, String> = [
         ("DYNAMICS_TENANT_ID", dataverse_sim::DEFAULT_TENANT_ID),

@@ -1,8 +1,9 @@
 //! `bench`: measures the sync on the Dataverse emulator and writes the figures to docs/benchmarks.md.
 //!
 //! `bench hlf-50k` (the scenario: full sync, nightly delta, no-change delta and the naive way), `bench
-//! growth` (the full sync at 5,000, 50,000 and 500,000 contacts), `bench retrieve-all` (a full read by this
-//! project's client and by DynamicsWebApi's `retrieveAll`), `bench all`. The emulator runs as a separate process;
+//! growth` (the full sync at 5,000, 50,000 and 500,000 contacts), `bench mentor-growth` (the full sync over 500,000
+//! contacts with 5,000, 20,000 and 50,000 mentors), `bench retrieve-all` (a full read by this project's client and by
+//! DynamicsWebApi's `retrieveAll`), `bench all`. The emulator runs as a separate process;
 //! every scenario runs in a child process of the bench (the hidden `child` command) that drives the real
 //! `SyncService`, `DynamicsClient` and `Store` and prints its figures as JSON. Markdown goes to stdout, or with
 //! `--write FILE` into that file's marked sections.
@@ -25,7 +26,7 @@ use clap::{Parser, Subcommand};
 use serde::de::DeserializeOwned;
 
 use crate::emulator::{Emulator, EmulatorSpec};
-use crate::harness::{Harness, Target};
+use crate::harness::{Harness, StoreKind, Target};
 use crate::report::{GrowthPoint, NodeRead, RetrieveAllResult, RunInfo};
 use crate::scenarios::ReadMode;
 
@@ -44,9 +45,11 @@ enum Cmd {
     Hlf50k(RunArgs),
     /// The full sync at growing numbers of contacts.
     Growth(RunArgs),
+    /// The full sync at growing numbers of mentors, over 500,000 contacts.
+    MentorGrowth(RunArgs),
     /// A full read of the contacts by this project's client and by DynamicsWebApi's retrieveAll.
     RetrieveAll(RunArgs),
-    /// All three.
+    /// All four.
     All(RunArgs),
     /// One measured scenario against a running emulator, as JSON on stdout (started by the bench itself).
     #[command(hide = true)]
@@ -76,6 +79,16 @@ struct RunArgs {
     /// Contact counts of the growth curve.
     #[arg(long, value_delimiter = ',', default_values_t = [5_000usize, 50_000, 500_000])]
     sizes: Vec<usize>,
+    /// Mentor counts of the growth in mentors (over `--mentor-growth-contacts` contacts).
+    #[arg(long, value_delimiter = ',', default_values_t = [5_000usize, 20_000, 50_000])]
+    mentor_sizes: Vec<usize>,
+    /// Contacts of the growth in mentors.
+    #[arg(long, default_value_t = 500_000)]
+    mentor_growth_contacts: usize,
+    /// The sync store: SQLite, or a fresh database on the PostgreSQL server `TEST_DATABASE_URL` names. With
+    /// `postgres`, `--write` fills the sections named `NAME-postgres`.
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
+    store: StoreKind,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -112,8 +125,17 @@ fn main() -> anyhow::Result<()> {
         Cmd::Child { target, task } => child(&target, task),
         Cmd::Hlf50k(args) => parent(&args, &[Section::Hlf]),
         Cmd::Growth(args) => parent(&args, &[Section::Growth]),
+        Cmd::MentorGrowth(args) => parent(&args, &[Section::MentorGrowth]),
         Cmd::RetrieveAll(args) => parent(&args, &[Section::RetrieveAll]),
-        Cmd::All(args) => parent(&args, &[Section::Hlf, Section::Growth, Section::RetrieveAll]),
+        Cmd::All(args) => parent(
+            &args,
+            &[
+                Section::Hlf,
+                Section::Growth,
+                Section::MentorGrowth,
+                Section::RetrieveAll,
+            ],
+        ),
     }
 }
 
@@ -121,6 +143,7 @@ fn main() -> anyhow::Result<()> {
 enum Section {
     Hlf,
     Growth,
+    MentorGrowth,
     RetrieveAll,
 }
 
@@ -129,6 +152,7 @@ impl Section {
         match self {
             Section::Hlf => "hlf-50k",
             Section::Growth => "growth",
+            Section::MentorGrowth => "mentor-growth",
             Section::RetrieveAll => "retrieve-all",
         }
     }
@@ -142,19 +166,25 @@ fn parent(args: &RunArgs, sections: &[Section]) -> anyhow::Result<()> {
         date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
         latency_ms: args.latency_ms,
         machine: machine(),
+        store: args.store.description(),
     };
     for &section in sections {
         let markdown = match section {
             Section::Hlf => hlf(args, &sim, &info)?,
             Section::Growth => growth(args, &sim, &info)?,
+            Section::MentorGrowth => mentor_growth(args, &sim, &info)?,
             Section::RetrieveAll => retrieve_all(args, &sim, &info)?,
         };
         match &args.write {
             Some(path) => {
                 let document = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-                let updated = section::replace_section(&document, section.name(), &markdown)?;
+                let name = match args.store {
+                    StoreKind::Sqlite => section.name().to_owned(),
+                    StoreKind::Postgres => format!("{}-postgres", section.name()),
+                };
+                let updated = section::replace_section(&document, &name, &markdown)?;
                 std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))?;
-                eprintln!("bench: wrote section `{}` of {}", section.name(), path.display());
+                eprintln!("bench: wrote section `{name}` of {}", path.display());
             }
             None => println!("{markdown}"),
         }
@@ -175,6 +205,7 @@ fn hlf(args: &RunArgs, sim: &Path, info: &RunInfo) -> anyhow::Result<String> {
     let naive = args.naive_mentors.unwrap_or(HLF_MENTORS).to_string();
     let result = run_child(
         &emulator,
+        args.store,
         &[
             "hlf",
             "--contacts",
@@ -189,9 +220,20 @@ fn hlf(args: &RunArgs, sim: &Path, info: &RunInfo) -> anyhow::Result<String> {
 }
 
 fn growth(args: &RunArgs, sim: &Path, info: &RunInfo) -> anyhow::Result<String> {
+    let sizes: Vec<(usize, usize)> = args.sizes.iter().map(|&c| (c, HLF_MENTORS.min(c))).collect();
+    Ok(report::growth_markdown(info, &full_syncs(args, sim, &sizes)?))
+}
+
+fn mentor_growth(args: &RunArgs, sim: &Path, info: &RunInfo) -> anyhow::Result<String> {
+    let contacts = args.mentor_growth_contacts;
+    let sizes: Vec<(usize, usize)> = args.mentor_sizes.iter().map(|&m| (contacts, m.min(contacts))).collect();
+    Ok(report::mentor_growth_markdown(info, &full_syncs(args, sim, &sizes)?))
+}
+
+/// One initial full sync per (contacts, mentors), each in a fresh emulator and a fresh child process.
+fn full_syncs(args: &RunArgs, sim: &Path, sizes: &[(usize, usize)]) -> anyhow::Result<Vec<GrowthPoint>> {
     let mut points = Vec::new();
-    for &contacts in &args.sizes {
-        let mentors = HLF_MENTORS.min(contacts);
+    for &(contacts, mentors) in sizes {
         eprintln!("bench: growth: starting the emulator with {contacts} contacts");
         let emulator = Emulator::start(
             sim,
@@ -202,7 +244,7 @@ fn growth(args: &RunArgs, sim: &Path, info: &RunInfo) -> anyhow::Result<String> 
             },
         )?;
         eprintln!("bench: growth: full sync of {contacts} contacts, {mentors} mentors");
-        let run = run_child(&emulator, &["full-sync", "--mentors", &mentors.to_string()])?;
+        let run = run_child(&emulator, args.store, &["full-sync", "--mentors", &mentors.to_string()])?;
         points.push(GrowthPoint {
             contacts,
             mentors,
@@ -210,7 +252,7 @@ fn growth(args: &RunArgs, sim: &Path, info: &RunInfo) -> anyhow::Result<String> 
             emulator_peak_rss_mb: emulator.peak_rss_mb(),
         });
     }
-    Ok(report::growth_markdown(info, &points))
+    Ok(points)
 }
 
 fn retrieve_all(args: &RunArgs, sim: &Path, info: &RunInfo) -> anyhow::Result<String> {
@@ -226,9 +268,9 @@ fn retrieve_all(args: &RunArgs, sim: &Path, info: &RunInfo) -> anyhow::Result<St
     let node_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("node");
     let node_version = prepare_node(&node_dir)?;
     eprintln!("bench: retrieve-all: this project's client, streamed");
-    let streamed: scenarios::ReadResult = run_child(&emulator, &["read", "--mode", "streamed"])?;
+    let streamed: scenarios::ReadResult = run_child(&emulator, args.store, &["read", "--mode", "streamed"])?;
     eprintln!("bench: retrieve-all: this project's client, collected");
-    let collected: scenarios::ReadResult = run_child(&emulator, &["read", "--mode", "collected"])?;
+    let collected: scenarios::ReadResult = run_child(&emulator, args.store, &["read", "--mode", "collected"])?;
     eprintln!("bench: retrieve-all: DynamicsWebApi retrieveAll");
     let node = run_node(&node_dir, &emulator, &streamed.select)?;
     Ok(report::retrieve_all_markdown(
@@ -244,7 +286,7 @@ fn retrieve_all(args: &RunArgs, sim: &Path, info: &RunInfo) -> anyhow::Result<St
 }
 
 /// Runs this binary's hidden `child` command against `emulator` and decodes the JSON it prints.
-fn run_child<T: DeserializeOwned>(emulator: &Emulator, task: &[&str]) -> anyhow::Result<T> {
+fn run_child<T: DeserializeOwned>(emulator: &Emulator, store: StoreKind, task: &[&str]) -> anyhow::Result<T> {
     let exe = std::env::current_exe().context("finding the bench binary's own path")?;
     let output = Command::new(exe)
         .arg("child")
@@ -252,6 +294,8 @@ fn run_child<T: DeserializeOwned>(emulator: &Emulator, task: &[&str]) -> anyhow:
         .arg(emulator.instance())
         .arg("--ca-file")
         .arg(emulator.ca_file())
+        .arg("--store")
+        .arg(store.flag())
         .args(task)
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -345,6 +389,7 @@ fn child(target: &Target, task: ChildTask) -> anyhow::Result<()> {
             ChildTask::FullSync { mentors } => serde_json::to_string(&scenarios::full_sync(&harness, mentors).await?)?,
             ChildTask::Read { mode } => serde_json::to_string(&scenarios::read_all(&harness, mode).await?)?,
         };
+        harness.cleanup().await?;
         anyhow::Ok(json)
     })?;
     println!("{json}");

@@ -96,6 +96,8 @@ pub(crate) struct RunInfo {
     pub(crate) latency_ms: u64,
     /// The machine and its load when the run started.
     pub(crate) machine: String,
+    /// The sync store, in words.
+    pub(crate) store: &'static str,
 }
 
 /// A target check for the table.
@@ -222,11 +224,11 @@ pub(crate) fn hlf_markdown(info: &RunInfo, r: &HlfResult) -> String {
     header(&mut out, info);
     let _ = writeln!(
         out,
-        "Scenario `hlf-50k`: {} contacts in Dynamics (plus the emulator's 5 demo rows), {} mentors in the app (SQLite \
-         in a temporary folder), change tracking on, the production wiring (configuration, Azure AD credential, \
+        "Scenario `hlf-50k`: {} contacts in Dynamics (plus the emulator's 5 demo rows), {} mentors in the app ({}), \
+         change tracking on, the production wiring (configuration, Azure AD credential, \
          `DynamicsClient`, `SyncService`, `Store`). Run order: (a), (c), the night's changes, (b), (c) again, (e) as \
          many mentors again added in the app, (g) 500 records of an outage retried, (d), then (h) in a store of its own.\n",
-        r.contacts, r.mentors
+        r.contacts, r.mentors, info.store
     );
     let _ = writeln!(
         out,
@@ -621,6 +623,104 @@ pub(crate) fn retrieve_all_markdown(info: &RunInfo, r: &RetrieveAllResult) -> St
          for both readers.",
         r.streamed.cost.requests
     );
+    out
+}
+
+/// The growth-in-mentors section: the initial full sync over the same contacts with more and more mentors.
+pub(crate) fn mentor_growth_markdown(info: &RunInfo, points: &[GrowthPoint]) -> String {
+    let mut out = String::new();
+    header(&mut out, info);
+    let contacts = points.first().map_or(0, |p| p.contacts);
+    let _ = writeln!(
+        out,
+        "The initial full sync over {contacts} contacts with more and more of them mentors in the app, each in a fresh \
+         emulator and a fresh child process: the pages stay the same, the writes grow as mentors / 1,000.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| contacts | mentors | rows read / written | API requests | lower bound | ratio | wall | CPU | CPU per 1,000 \
+         mentors | peak memory (growth) |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for p in points {
+        let r = &p.run;
+        let bound = lower_bound(r.rows_read, r.written_to_dynamics);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} / {} | {} | {bound} | {:.2} | {} | {} | {} | {} ({}) |",
+            p.contacts,
+            p.mentors,
+            r.rows_read,
+            r.written_to_dynamics,
+            r.cost.requests,
+            r.cost.requests as f64 / bound as f64,
+            secs(r.cost.cost.wall_s),
+            secs(r.cost.cost.cpu_s),
+            secs(r.cost.cost.cpu_s * 1000.0 / p.mentors.max(1) as f64),
+            mb(r.cost.cost.peak_rss_mb),
+            mb(r.cost.cost.rss_growth_mb),
+        );
+    }
+    let _ = writeln!(out);
+    let mut checks = Vec::new();
+    for p in points {
+        checks.push(request_check(&format!("{} mentors", p.mentors), &p.run));
+    }
+    // Linear: each step's CPU per added mentor within 1.5x of the first step's (a cost that grows with the square of
+    // the mentors shows as a steeper later step).
+    let slopes: Vec<(usize, usize, f64)> = points
+        .windows(2)
+        .map(|w| {
+            let added = w[1].mentors.saturating_sub(w[0].mentors).max(1);
+            let slope = (w[1].run.cost.cost.cpu_s - w[0].run.cost.cost.cpu_s) * 1000.0 / added as f64;
+            (w[0].mentors, w[1].mentors, slope)
+        })
+        .collect();
+    if let (Some(first), Some(last)) = (slopes.first(), slopes.last())
+        && slopes.len() > 1
+    {
+        checks.push(Check {
+            target: "CPU grows linearly: CPU per 1,000 added mentors of the last step within 1.5x of the first step's"
+                .to_owned(),
+            measured: format!(
+                "{} ({} to {} mentors) vs {} ({} to {})",
+                secs(last.2),
+                last.0,
+                last.1,
+                secs(first.2),
+                first.0,
+                first.1
+            ),
+            pass: last.2 <= 1.5 * first.2.max(0.001),
+        });
+    }
+    if let (Some(first), Some(last)) = (points.first(), points.last()) {
+        let (low, high) = (first.run.cost.cost.peak_rss_mb, last.run.cost.cost.peak_rss_mb);
+        checks.push(Check {
+            target: format!(
+                "peak memory at {} mentors within ±20% of the peak at {}",
+                last.mentors, first.mentors
+            ),
+            measured: format!(
+                "{} vs {} ({:+.0}%)",
+                mb(high),
+                mb(low),
+                (high / low.max(0.1) - 1.0) * 100.0
+            ),
+            pass: (high / low.max(0.1) - 1.0).abs() <= 0.2,
+        });
+    }
+    let _ = writeln!(out, "| target | measured | result |");
+    let _ = writeln!(out, "| --- | --- | --- |");
+    for check in &checks {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            check.target,
+            check.measured,
+            verdict(check.pass)
+        );
+    }
     out
 }
 

@@ -427,6 +427,8 @@ pub(crate) async fn resolved_conflicts(
     if left > 0 {
         bail!("(h) left {left} conflicts pending");
     }
+    drop(service);
+    h.cleanup().await?;
     Ok(ResolvedResult {
         mentors,
         resolved: held.len(),
