@@ -721,6 +721,10 @@ pub(crate) fn mentor_growth_markdown(info: &RunInfo, points: &[GrowthPoint]) -> 
             verdict(check.pass)
         );
     }
+    cpu_header(&mut out);
+    for p in points {
+        cpu_row(&mut out, &format!("{} mentors", p.mentors), &p.run);
+    }
     out
 }
 

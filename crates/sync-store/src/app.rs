@@ -486,6 +486,22 @@ fn refused_if_constraint(error: sqlx::Error, reason: &str, doing: &str) -> Error
 }
 
 /// `$first, $first+1, ...` for an `IN (...)` list.
+/// Sets a mentor's `changed_at`: the later of its `updated_at` and its certifications'.
+async fn note_change(tx: &mut sqlx::Transaction<'_, sqlx::Any>, mentor_id: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE peer_mentor SET changed_at = COALESCE(
+             (SELECT CASE WHEN MAX(c.updated_at) > peer_mentor.updated_at THEN MAX(c.updated_at) END
+              FROM certification c WHERE c.mentor_id = peer_mentor.id),
+             updated_at)
+         WHERE id = $1",
+    )
+    .bind(mentor_id)
+    .execute(&mut **tx)
+    .await
+    .doing("noting when a mentor changed")?;
+    Ok(())
+}
+
 fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)
         .map(|i| format!("${i}"))
@@ -576,6 +592,7 @@ impl Store {
 
     /// Creates or replaces a mentor row (reference schema; the app's own writes).
     pub async fn upsert_mentor(&self, mentor: &Mentor) -> Result<()> {
+        let mut tx = self.pool.begin().await.doing("starting a transaction")?;
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO peer_mentor ({MENTOR_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              ON CONFLICT (id) DO UPDATE SET organisation_id = excluded.organisation_id,
@@ -594,14 +611,23 @@ impl Store {
         .bind(&mentor.coordinator_email)
         .bind(mentor.dynamics_contact_id.map(|id| id.to_string()))
         .bind(ms(mentor.updated_at))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .doing("saving a mentor")?;
+        note_change(&mut tx, &mentor.id).await?;
+        tx.commit().await.doing("saving a mentor")?;
         Ok(())
     }
 
     /// Creates or replaces a certification (reference schema; the app's own writes).
     pub async fn upsert_certification(&self, certification: &Certification) -> Result<()> {
+        let mut tx = self.pool.begin().await.doing("starting a transaction")?;
+        // A certification moved to another mentor changes both.
+        let before: Option<String> = sqlx::query_scalar("SELECT mentor_id FROM certification WHERE id = $1")
+            .bind(&certification.id)
+            .fetch_optional(&mut *tx)
+            .await
+            .doing("reading a certification")?;
         sqlx::query(
             "INSERT INTO certification (id, mentor_id, kind, issued_on, expires_on, revoked_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -616,9 +642,14 @@ impl Store {
         .bind(date_text(certification.expires_on))
         .bind(opt_ms(certification.revoked_at))
         .bind(ms(certification.updated_at))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .doing("saving a certification")?;
+        note_change(&mut tx, &certification.mentor_id).await?;
+        if let Some(before) = before.filter(|m| *m != certification.mentor_id) {
+            note_change(&mut tx, &before).await?;
+        }
+        tx.commit().await.doing("saving a certification")?;
         Ok(())
     }
 
@@ -678,18 +709,11 @@ impl AppStore for Store {
             Some(cursor) => (ms(cursor.changed_at), cursor.id.clone()),
             None => (since.map_or(i64::MIN, ms), String::new()),
         };
-        // A mentor changed when its row or any of its certifications did; the later time counts.
+        // A mentor changed when its row or any of its certifications did; the later time counts (`changed_at`, kept
+        // by the writes above), read through the index on (organisation_id, changed_at, id).
         let rows = sqlx::query(
-            "SELECT id, changed_at FROM (
-                 SELECT m.id AS id,
-                        CASE WHEN c.latest IS NOT NULL AND c.latest > m.updated_at THEN c.latest ELSE m.updated_at END
-                          AS changed_at
-                 FROM peer_mentor m
-                 LEFT JOIN (SELECT mentor_id, MAX(updated_at) AS latest FROM certification GROUP BY mentor_id) c
-                   ON c.mentor_id = m.id
-                 WHERE m.organisation_id = $1
-             ) t
-             WHERE changed_at > $2 OR (changed_at = $2 AND id > $3)
+            "SELECT id, changed_at FROM peer_mentor
+             WHERE organisation_id = $1 AND (changed_at, id) > ($2, $3)
              ORDER BY changed_at, id
              LIMIT $4",
         )
