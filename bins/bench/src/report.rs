@@ -107,6 +107,21 @@ struct Check {
     pass: bool,
 }
 
+/// The targets and what was measured against them, as a table.
+fn checks_table(out: &mut String, checks: &[Check]) {
+    let _ = writeln!(out, "| target | measured | result |");
+    let _ = writeln!(out, "| --- | --- | --- |");
+    for check in checks {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            check.target,
+            check.measured,
+            verdict(check.pass)
+        );
+    }
+}
+
 fn verdict(pass: bool) -> &'static str {
     if pass { "PASS" } else { "FAIL" }
 }
@@ -400,17 +415,7 @@ pub(crate) fn hlf_markdown(info: &RunInfo, r: &HlfResult) -> String {
             pass: followed,
         });
     }
-    let _ = writeln!(out, "| target | measured | result |");
-    let _ = writeln!(out, "| --- | --- | --- |");
-    for check in &checks {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} |",
-            check.target,
-            check.measured,
-            verdict(check.pass)
-        );
-    }
+    checks_table(&mut out, &checks);
     let _ = writeln!(out);
 
     let _ = writeln!(
@@ -553,17 +558,7 @@ pub(crate) fn growth_markdown(info: &RunInfo, points: &[GrowthPoint]) -> String 
             pass: high <= 1.5 * low,
         });
     }
-    let _ = writeln!(out, "| target | measured | result |");
-    let _ = writeln!(out, "| --- | --- | --- |");
-    for check in &checks {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} |",
-            check.target,
-            check.measured,
-            verdict(check.pass)
-        );
-    }
+    checks_table(&mut out, &checks);
     out
 }
 
@@ -710,17 +705,7 @@ pub(crate) fn mentor_growth_markdown(info: &RunInfo, points: &[GrowthPoint]) -> 
             pass: (high / low.max(0.1) - 1.0).abs() <= 0.2,
         });
     }
-    let _ = writeln!(out, "| target | measured | result |");
-    let _ = writeln!(out, "| --- | --- | --- |");
-    for check in &checks {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} |",
-            check.target,
-            check.measured,
-            verdict(check.pass)
-        );
-    }
+    checks_table(&mut out, &checks);
     cpu_header(&mut out);
     for p in points {
         cpu_row(&mut out, &format!("{} mentors", p.mentors), &p.run);
