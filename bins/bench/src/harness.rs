@@ -137,9 +137,13 @@ impl Harness {
             .organisation(ORGANISATION)
             .context("the bench configuration names the organisation")?
             .clone();
-        let store = Store::connect(config.store.url.expose_secret())
-            .await
-            .with_context(|| format!("opening the sync store {}", config.store.redacted_url()))?;
+        // PostgreSQL: the store the test database already opened on the configured URL, not a second pool.
+        let store = match &postgres {
+            Some(db) => db.store.clone(),
+            None => Store::connect(config.store.url.expose_secret())
+                .await
+                .with_context(|| format!("opening the sync store {}", config.store.redacted_url()))?,
+        };
         let client = DynamicsClient::for_organisation(
             &organisation,
             ClientOptions {

@@ -54,6 +54,59 @@ async fn changed_mentors_come_in_change_order_and_page_by_cursor() {
     .await;
 }
 
+/// The change time the store keeps follows every write: a mentor saved again keeps its certification's later time,
+/// and a certification moved to another mentor changes both.
+#[tokio::test]
+async fn a_mentor_s_change_time_follows_its_row_and_its_certifications() {
+    each(|store| async move {
+        seed_orgs(&store).await;
+        for id in ["m1", "m2"] {
+            store
+                .upsert_mentor(&mentor(id, "hlf", &format!("20{id}"), "2026-02-01T08:00:00Z"))
+                .await
+                .unwrap();
+        }
+        store
+            .upsert_certification(&certification("c1", "m1", day(2027, 1, 1), "2026-02-01T12:00:00Z"))
+            .await
+            .unwrap();
+        // The app saves m1 again with an older row time than its certification's.
+        store
+            .upsert_mentor(&mentor("m1", "hlf", "20m1", "2026-02-01T09:00:00Z"))
+            .await
+            .unwrap();
+        let changed = |since: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .changed_mentors("hlf", Some(at(since)), None, 10)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|(c, _)| (c.id, c.changed_at))
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(
+            changed("2026-02-01T10:00:00Z").await,
+            [("m1".to_owned(), at("2026-02-01T12:00:00Z"))]
+        );
+        // The certification moves to m2 at 13:00: m2 changed then; m1 is back to its own row time.
+        store
+            .upsert_certification(&certification("c1", "m2", day(2027, 1, 1), "2026-02-01T13:00:00Z"))
+            .await
+            .unwrap();
+        assert_eq!(
+            changed("2026-02-01T08:30:00Z").await,
+            [
+                ("m1".to_owned(), at("2026-02-01T09:00:00Z")),
+                ("m2".to_owned(), at("2026-02-01T13:00:00Z"))
+            ]
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn mentors_of_another_organisation_are_never_returned() {
     each(|store| async move {
