@@ -129,6 +129,18 @@ impl Store {
         }
     }
 
+    /// Starts a transaction that writes. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), waiting up
+    /// to the busy timeout for another writer: a deferred transaction that reads before it writes fails outright
+    /// with `SQLITE_BUSY_SNAPSHOT` ("database is locked", which no busy timeout retries) when another connection
+    /// committed in between, as the worker and the app's backend do all the time.
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        match self.backend {
+            Backend::Postgres => self.pool.begin().await,
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+        }
+        .doing("starting a transaction")
+    }
+
     /// Applies any migrations not yet applied. Safe to run from several processes at once.
     pub async fn migrate(&self) -> Result<()> {
         MIGRATOR.run(&self.pool).await.map_err(Error::Migrate)

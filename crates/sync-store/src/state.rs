@@ -443,7 +443,7 @@ impl Store {
         let links = last_per_key(links, |l| {
             (l.organisation_id.clone(), l.record_kind.clone(), l.app_id.clone())
         });
-        let mut tx = self.pool.begin().await.doing("starting a transaction")?;
+        let mut tx = self.begin_write().await?;
         for chunk in links.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO sync_link ({LINK_COLUMNS}) VALUES {}
@@ -655,7 +655,7 @@ impl Store {
     /// Forgets what the sync state holds about an app record that left the app: its failed records, its conflicts,
     /// its cached status. Its link is ended separately.
     pub async fn forget_record(&self, organisation_id: &str, record_kind: &str, app_id: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await.doing("starting a transaction")?;
+        let mut tx = self.begin_write().await?;
         for statement in [
             "DELETE FROM failed_record WHERE organisation_id = $1 AND record_kind = $2 AND record_key = $3",
             "DELETE FROM sync_conflict WHERE organisation_id = $1 AND record_kind = $2 AND app_id = $3",
@@ -1203,7 +1203,7 @@ impl Store {
             return Ok(());
         }
         let entries = last_per_key(entries, |e| (e.organisation_id.clone(), e.mentor_id.clone()));
-        let mut tx = self.pool.begin().await.doing("starting a transaction")?;
+        let mut tx = self.begin_write().await?;
         for chunk in entries.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO certification_cache (organisation_id, mentor_id, member_number, status, expires_on,

@@ -1,6 +1,7 @@
 //! The app side on the reference schema.
 
-use sync_store::{AppStore, ChangeCursor, PullUpdate};
+use sync_store::testing::TestDatabase;
+use sync_store::{AppStore, ChangeCursor, PullUpdate, Store};
 
 use super::{at, certification, day, each, mentor, seed_orgs};
 
@@ -203,4 +204,57 @@ async fn migrations_can_run_again_on_a_migrated_database() {
         store.migrate().await.unwrap();
     })
     .await;
+}
+
+/// The worker and the app's backend write the same database at once, each through its own pool. Every write waits
+/// its turn: none fails with "database is locked", as a transaction that reads before it writes would on SQLite
+/// when another connection commits in between.
+#[tokio::test]
+async fn writers_on_two_pools_at_once_all_succeed() {
+    for database in TestDatabase::all().await.unwrap() {
+        eprintln!("-- on {}", database.name);
+        let worker = database.store.clone();
+        let app = Store::connect(&database.url).await.unwrap();
+        seed_orgs(&worker).await;
+        for m in 0..8 {
+            worker
+                .upsert_mentor(&mentor(
+                    &format!("m{m}"),
+                    "hlf",
+                    &format!("30{m}"),
+                    "2026-03-01T08:00:00Z",
+                ))
+                .await
+                .unwrap();
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for writer in 0..8 {
+            let store = if writer % 2 == 0 { worker.clone() } else { app.clone() };
+            tasks.spawn(async move {
+                for round in 0..40 {
+                    // Each certification is saved again and again, moving between mentors, so the read of where it
+                    // was before races the other writers.
+                    let id = format!("c{}", (writer + round) % 6);
+                    let owner = format!("m{}", (writer * 3 + round) % 8);
+                    let updated = format!("2026-03-01T09:{:02}:{:02}Z", round, writer);
+                    store
+                        .upsert_certification(&certification(&id, &owner, day(2027, 1, 1), &updated))
+                        .await
+                        .unwrap_or_else(|e| panic!("writer {writer}, round {round}: {e:?}"));
+                    if round % 5 == 0 {
+                        let m = format!("m{}", (writer + round) % 8);
+                        store
+                            .upsert_mentor(&mentor(&m, "hlf", &format!("30{}", (writer + round) % 8), &updated))
+                            .await
+                            .unwrap_or_else(|e| panic!("writer {writer}, round {round}: {e:?}"));
+                    }
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+        app.close().await;
+        database.cleanup().await.unwrap();
+    }
 }
