@@ -35,6 +35,9 @@ pub(crate) struct Target {
     /// The sync store.
     #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
     pub(crate) store: StoreKind,
+    /// An existing store to sync into instead of a fresh one (the run (f) kills shares its store with the rerun).
+    #[arg(long)]
+    pub(crate) store_url: Option<String>,
 }
 
 /// The database the sync state and the app's tables live in.
@@ -78,6 +81,17 @@ pub(crate) struct SimCounts {
     pub(crate) throttled: u64,
 }
 
+impl SimCounts {
+    /// What was counted between `before` and these counts.
+    pub(crate) fn since(self, before: SimCounts) -> SimCounts {
+        SimCounts {
+            requests: self.requests.saturating_sub(before.requests),
+            rows: self.rows.saturating_sub(before.rows),
+            throttled: self.throttled.saturating_sub(before.throttled),
+        }
+    }
+}
+
 /// What one measured phase cost, on both sides of the wire.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub(crate) struct PhaseCost {
@@ -105,6 +119,8 @@ pub(crate) struct Harness {
     pub(crate) organisation: OrganisationConfig,
     pub(crate) client: DynamicsClient,
     pub(crate) store: Store,
+    /// The URL `store` was opened with, for another process to open it too.
+    pub(crate) store_url: String,
     instance: String,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
@@ -122,15 +138,16 @@ impl Harness {
     /// [`Harness::connect`] with another mapping (its TOML) and more configuration (TOML tables appended).
     pub(crate) async fn connect_with(target: &Target, mapping: Option<&str>, extra: &str) -> anyhow::Result<Harness> {
         let dir = tempfile::tempdir().context("making a temporary folder for the sync store")?;
-        let postgres = match target.store {
-            StoreKind::Sqlite => None,
-            StoreKind::Postgres => Some(sync_store::testing::TestDatabase::postgres().await?.context(
+        let postgres = match (target.store, &target.store_url) {
+            (_, Some(_)) | (StoreKind::Sqlite, None) => None,
+            (StoreKind::Postgres, None) => Some(sync_store::testing::TestDatabase::postgres().await?.context(
                 "the PostgreSQL bench needs TEST_DATABASE_URL (for example postgres://postgres@127.0.0.1:5432/test)",
             )?),
         };
-        let store_url = match &postgres {
-            Some(db) => db.url.clone(),
-            None => format!("sqlite://{}", dir.path().join("bench.db").display()),
+        let store_url = match (&postgres, &target.store_url) {
+            (_, Some(url)) => url.clone(),
+            (Some(db), None) => db.url.clone(),
+            (None, None) => format!("sqlite://{}", dir.path().join("bench.db").display()),
         };
         let config = load_config(target, dir.path(), mapping, &store_url, extra)?;
         let organisation = config
@@ -166,6 +183,7 @@ impl Harness {
             organisation,
             client,
             store,
+            store_url,
             instance: target.instance.trim_end_matches('/').to_owned(),
             http,
             _dir: dir,
@@ -393,11 +411,7 @@ fn phase_cost(
         retried: after.retried - before.retried,
         waited_s: after.waited.saturating_sub(before.waited).as_secs_f64(),
         decode_s: after.decoding.saturating_sub(before.decoding).as_secs_f64(),
-        sim: SimCounts {
-            requests: sim_after.requests.saturating_sub(sim_before.requests),
-            rows: sim_after.rows.saturating_sub(sim_before.rows),
-            throttled: sim_after.throttled.saturating_sub(sim_before.throttled),
-        },
+        sim: sim_after.since(sim_before),
         cost,
     }
 }

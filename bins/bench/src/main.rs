@@ -107,6 +107,24 @@ enum ChildTask {
         #[arg(long)]
         mentors: usize,
     },
+    /// (f) at one point: the first full sync killed there (in a process of its own), then the rerun.
+    KilledRerun {
+        #[arg(long, value_enum)]
+        point: scenarios::KillPoint,
+        #[arg(long)]
+        contacts: usize,
+        #[arg(long)]
+        mentors: usize,
+    },
+    /// The run (f) kills (on the store `--store-url` names).
+    KilledRun {
+        #[arg(long, value_enum)]
+        point: scenarios::KillPoint,
+        #[arg(long)]
+        contacts: usize,
+        #[arg(long)]
+        mentors: usize,
+    },
     /// A full read of the contacts.
     Read {
         #[arg(long, value_enum)]
@@ -216,6 +234,32 @@ fn hlf(args: &RunArgs, sim: &Path, info: &RunInfo) -> anyhow::Result<String> {
             &naive,
         ],
     )?;
+    let mut result: scenarios::HlfResult = result;
+    // (f) Each point in an emulator and a store of their own: (a) again from the start, killed, then rerun.
+    drop(emulator);
+    for point in scenarios::KillPoint::ALL {
+        let emulator = Emulator::start(
+            sim,
+            EmulatorSpec {
+                contacts: HLF_CONTACTS,
+                mentors: HLF_MENTORS,
+                latency_ms: args.latency_ms,
+            },
+        )?;
+        result.killed.push(run_child(
+            &emulator,
+            args.store,
+            &[
+                "killed-rerun",
+                "--point",
+                point.flag(),
+                "--contacts",
+                &HLF_CONTACTS.to_string(),
+                "--mentors",
+                &HLF_MENTORS.to_string(),
+            ],
+        )?);
+    }
     Ok(report::hlf_markdown(info, &result))
 }
 
@@ -387,6 +431,19 @@ fn child(target: &Target, task: ChildTask) -> anyhow::Result<()> {
                 serde_json::to_string(&result)?
             }
             ChildTask::FullSync { mentors } => serde_json::to_string(&scenarios::full_sync(&harness, mentors).await?)?,
+            ChildTask::KilledRerun {
+                point,
+                contacts,
+                mentors,
+            } => serde_json::to_string(&scenarios::killed_rerun(target, &harness, point, contacts, mentors).await?)?,
+            ChildTask::KilledRun {
+                point,
+                contacts,
+                mentors,
+            } => {
+                scenarios::killed_run(&harness, point, contacts, mentors).await?;
+                String::new()
+            }
             ChildTask::Read { mode } => serde_json::to_string(&scenarios::read_all(&harness, mode).await?)?,
         };
         harness.cleanup().await?;

@@ -242,7 +242,10 @@ pub(crate) fn hlf_markdown(info: &RunInfo, r: &HlfResult) -> String {
         "Scenario `hlf-50k`: {} contacts in Dynamics (plus the emulator's 5 demo rows), {} mentors in the app ({}), \
          change tracking on, the production wiring (configuration, Azure AD credential, \
          `DynamicsClient`, `SyncService`, `Store`). Run order: (a), (c), the night's changes, (b), (c) again, (e) as \
-         many mentors again added in the app, (g) 500 records of an outage retried, (d), then (h) in a store of its own.\n",
+         many mentors again added in the app, (g) 500 records of an outage retried, (d), then (h) in a store of its own, then (f): for each of three \
+         points, (a) from the start in an emulator and a store of their own, its process killed with SIGKILL at the \
+         point, and the rerun measured (checked after it: every mentor linked, and a delta right after writes \
+         nothing).\n",
         r.contacts, r.mentors, info.store
     );
     let _ = writeln!(
@@ -297,6 +300,18 @@ pub(crate) fn hlf_markdown(info: &RunInfo, r: &HlfResult) -> String {
             &resolved.run,
         );
     }
+    for killed in &r.killed {
+        phase_row(
+            &mut out,
+            &format!(
+                "(f) rerun after (a) was killed with SIGKILL {} (the killed run: {} requests, {} rows served)",
+                killed.point.description(),
+                killed.killed.requests,
+                killed.killed.rows
+            ),
+            &killed.rerun,
+        );
+    }
     let naive = &r.naive;
     let mut cpu = String::new();
     cpu_header(&mut cpu);
@@ -312,6 +327,9 @@ pub(crate) fn hlf_markdown(info: &RunInfo, r: &HlfResult) -> String {
     }
     if let Some(resolved) = &r.resolved {
         cpu_row(&mut cpu, "(h)", &resolved.run);
+    }
+    for killed in &r.killed {
+        cpu_row(&mut cpu, &format!("(f) {}", killed.point.flag()), &killed.rerun);
     }
     let (naive_wall_s, extrapolated) = naive_wall(r);
     let naive_requests = naive.cost.requests;
@@ -344,6 +362,9 @@ pub(crate) fn hlf_markdown(info: &RunInfo, r: &HlfResult) -> String {
     }
     if let Some(resolved) = &r.resolved {
         checks.push(request_check("(h)", &resolved.run));
+    }
+    for killed in &r.killed {
+        checks.push(request_check(&format!("(f) {}", killed.point.flag()), &killed.rerun));
     }
     // Issue 15's targets for a run's CPU and wall time.
     for (name, phase, cpu_s, wall_s) in [

@@ -85,6 +85,9 @@ pub(crate) struct HlfResult {
     /// (h) the run after an admin resolved many conflicts at once (filled in by the child after the rest).
     #[serde(default)]
     pub(crate) resolved: Option<ResolvedResult>,
+    /// (f) the reruns after the first full sync was killed, one per point (filled in by the parent).
+    #[serde(default)]
+    pub(crate) killed: Vec<KilledResult>,
     /// (d) the naive way.
     pub(crate) naive: NaivePhase,
     /// Contacts edited in Dynamics before (b).
@@ -210,6 +213,7 @@ pub(crate) async fn hlf(
         retried: Some(retried),
         retried_records: queued.len(),
         resolved: None,
+        killed: Vec::new(),
         naive,
         edited_in_dynamics: edited.len(),
         renewed_in_app: renewed.len(),
@@ -434,4 +438,211 @@ pub(crate) async fn resolved_conflicts(
         resolved: held.len(),
         run,
     })
+}
+
+/// Where (f) kills the first full sync with SIGKILL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+pub(crate) enum KillPoint {
+    /// Half the contacts read.
+    Pull,
+    /// Half the mentors written.
+    Writes,
+    /// Every contact read and the last mentors written, no watermark stored yet.
+    Watermark,
+}
+
+impl KillPoint {
+    /// Every point, in the order a run reaches them.
+    pub(crate) const ALL: [KillPoint; 3] = [KillPoint::Pull, KillPoint::Writes, KillPoint::Watermark];
+
+    /// The flag value, for a child's command line.
+    pub(crate) fn flag(self) -> &'static str {
+        match self {
+            KillPoint::Pull => "pull",
+            KillPoint::Writes => "writes",
+            KillPoint::Watermark => "watermark",
+        }
+    }
+
+    /// The point in words, for the report.
+    pub(crate) fn description(self) -> &'static str {
+        match self {
+            KillPoint::Pull => "during the pull (half the contacts read)",
+            KillPoint::Writes => "during the writes (half the mentors written)",
+            KillPoint::Watermark => "before the watermark (every contact read and the last mentors written)",
+        }
+    }
+
+    /// Whether a run with this progress has reached the point. A first sync writes a page's mentors as soon as it
+    /// has read them, so the writes may come before, between or after the pages: each point holds whichever way. A
+    /// few generated mentors need no write, so the last point is all but 1% written; [`killed_rerun`] checks that
+    /// the rerun after it wrote nothing, which proves the kill came after the last write.
+    fn reached(self, pulled: u64, pushed: u64, contacts: u64, mentors: u64) -> bool {
+        match self {
+            KillPoint::Pull => pulled >= contacts / 2 && pulled < contacts,
+            KillPoint::Writes => pushed >= mentors / 2 && pushed < mentors * 99 / 100,
+            KillPoint::Watermark => pulled >= contacts && pushed >= mentors * 99 / 100,
+        }
+    }
+}
+
+/// The line the run to be killed prints when it reaches its point (and then waits there to be killed).
+const AT_KILL_POINT: &str = "bench: at the kill point";
+
+/// (f), one point: the rerun after the first full sync was killed there.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct KilledResult {
+    /// Where the first sync was killed.
+    pub(crate) point: KillPoint,
+    /// What the emulator served the killed run.
+    pub(crate) killed: crate::harness::SimCounts,
+    /// The rerun, measured.
+    pub(crate) rerun: SyncPhase,
+}
+
+/// (f) at one point: seeds the app, starts the first full sync in a process of its own (this binary's
+/// `killed-run`), kills that process with SIGKILL when it reports the point, then measures the rerun in this
+/// process on the same store, and checks that it finished the job: every mentor linked, and a delta right after it
+/// writes nothing.
+pub(crate) async fn killed_rerun(
+    target: &crate::harness::Target,
+    h: &Harness,
+    point: KillPoint,
+    contacts: usize,
+    mentors: usize,
+) -> anyhow::Result<KilledResult> {
+    use std::io::BufRead;
+
+    let now = Utc::now();
+    h.seed_mentors(mentors, now, local_today(now, h.organisation.time_zone))
+        .await?;
+    eprintln!("bench: (f) the first full sync, killed {}", point.description());
+    let before = h.sim_counts().await?;
+    let exe = std::env::current_exe().context("finding the bench binary's own path")?;
+    let mut child = std::process::Command::new(exe)
+        .arg("child")
+        .arg("--instance")
+        .arg(&target.instance)
+        .arg("--ca-file")
+        .arg(&target.ca_file)
+        .arg("--store-url")
+        .arg(&h.store_url)
+        .args(["killed-run", "--point", point.flag()])
+        .args(["--contacts", &contacts.to_string(), "--mentors", &mentors.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .context("starting the run to be killed")?;
+    let stdout = child.stdout.take().context("the killed run's output")?;
+    let reached = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line == AT_KILL_POINT)
+    })
+    .await?;
+    if !reached {
+        let status = child.wait()?;
+        bail!("the run to be killed ended ({status}) before it reached the point");
+    }
+    // `Child::kill` is SIGKILL on Unix: no destructor, no rollback, no goodbye to the database.
+    child.kill().context("killing the run")?;
+    let status = child.wait()?;
+    let killed = h.sim_counts().await?.since(before);
+
+    // A SQLite lease outlives its killed holder: the rerun's clock is past it. A PostgreSQL lock goes with the
+    // killed session a moment after the socket closes: the rerun tries again until then.
+    let clock = Arc::new(FixedClock::new(now + Duration::minutes(31)));
+    let service = h.service(clock.clone())?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let rerun = loop {
+        match sync_phase(h, &service).await {
+            Err(e)
+                if matches!(
+                    e.downcast_ref::<sync_engine::Error>(),
+                    Some(sync_engine::Error::AlreadyRunning { .. })
+                ) && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => break other?,
+        }
+    };
+    eprintln!(
+        "bench: (f) killed ({status}), then the rerun read {} contacts and wrote {}",
+        rerun.rows_read, rerun.written_to_dynamics
+    );
+    if point == KillPoint::Watermark && rerun.written_to_dynamics > 0 {
+        bail!(
+            "(f) the run was killed before its last write: the rerun wrote {} contacts",
+            rerun.written_to_dynamics
+        );
+    }
+    let ids: Vec<String> = (0..mentors).map(|i| format!("m{i}")).collect();
+    let linked = h.store.links(ORGANISATION, MENTOR, &ids).await?.len();
+    if linked != mentors {
+        bail!("(f) after the rerun {linked} of {mentors} mentors are linked");
+    }
+    clock.set(now + Duration::minutes(32));
+    let after = sync_phase(h, &service).await?;
+    if after.written_to_dynamics > 0 {
+        bail!(
+            "(f) the delta after the rerun still wrote {} contacts",
+            after.written_to_dynamics
+        );
+    }
+    Ok(KilledResult { point, killed, rerun })
+}
+
+/// The run (f) kills: the first full sync on the store the parent seeded, which prints [`AT_KILL_POINT`] when it
+/// reaches `point` and waits there for the SIGKILL.
+pub(crate) async fn killed_run(h: &Harness, point: KillPoint, contacts: usize, mentors: usize) -> anyhow::Result<()> {
+    let (contacts, mentors) = (contacts as u64, mentors as u64);
+    let service = h
+        .service(Arc::new(FixedClock::new(Utc::now())))?
+        .with_progress(Arc::new(move |p: &sync_engine::Progress<'_>| {
+            if point.reached(p.pulled, p.pushed, contacts, mentors) {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{AT_KILL_POINT}");
+                let _ = out.flush();
+                // The run waits here (its progress observer is called inline) until the parent kills it.
+                std::thread::sleep(std::time::Duration::from_secs(600));
+            }
+        }));
+    let report = service.run().await?;
+    bail!("the run ended {:?} without reaching the kill point", report.status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KillPoint;
+
+    /// Each point is reached in a run's progress of (a), at the step its name says, whether the mentors are written
+    /// after every page was read or as soon as the first page (which holds them all) was: 50,000 contacts in pages
+    /// of 5,000, 5,000 mentors in batches of 1,000.
+    #[test]
+    fn each_kill_point_is_reached_where_its_name_says() {
+        let (contacts, mentors) = (50_000, 5_000);
+        let pages = |from: u64, pushed: u64| (from..=10).map(move |page| (page * 5_000, pushed));
+        let batches = |pulled: u64| (1..=5).map(move |batch| (pulled, batch * 1_000));
+        let writes_last: Vec<(u64, u64)> = pages(1, 0).chain(batches(50_000)).collect();
+        let writes_first: Vec<(u64, u64)> = pages(1, 0)
+            .take(1)
+            .chain(batches(5_000))
+            .chain(pages(2, 5_000))
+            .collect();
+        for (progress, expected) in [
+            (writes_last, [(25_000, 0), (50_000, 3_000), (50_000, 5_000)]),
+            (writes_first, [(25_000, 5_000), (5_000, 3_000), (50_000, 5_000)]),
+        ] {
+            for (point, first) in KillPoint::ALL.into_iter().zip(expected) {
+                let reached = progress
+                    .iter()
+                    .copied()
+                    .find(|&(pulled, pushed)| point.reached(pulled, pushed, contacts, mentors));
+                assert_eq!(reached, Some(first), "{point:?} in {progress:?}");
+            }
+        }
+    }
 }
