@@ -212,16 +212,9 @@ fn parent(args: &RunArgs, sections: &[Section]) -> anyhow::Result<()> {
 
 fn hlf(args: &RunArgs, sim: &Path, info: &RunInfo) -> anyhow::Result<String> {
     eprintln!("bench: hlf-50k: starting the emulator with {HLF_CONTACTS} contacts");
-    let emulator = Emulator::start(
-        sim,
-        EmulatorSpec {
-            contacts: HLF_CONTACTS,
-            mentors: HLF_MENTORS,
-            latency_ms: args.latency_ms,
-        },
-    )?;
+    let emulator = hlf_emulator(args, sim)?;
     let naive = args.naive_mentors.unwrap_or(HLF_MENTORS).to_string();
-    let result = run_child(
+    let mut result: scenarios::HlfResult = run_child(
         &emulator,
         args.store,
         &[
@@ -234,18 +227,10 @@ fn hlf(args: &RunArgs, sim: &Path, info: &RunInfo) -> anyhow::Result<String> {
             &naive,
         ],
     )?;
-    let mut result: scenarios::HlfResult = result;
     // (f) Each point in an emulator and a store of their own: (a) again from the start, killed, then rerun.
     drop(emulator);
     for point in scenarios::KillPoint::ALL {
-        let emulator = Emulator::start(
-            sim,
-            EmulatorSpec {
-                contacts: HLF_CONTACTS,
-                mentors: HLF_MENTORS,
-                latency_ms: args.latency_ms,
-            },
-        )?;
+        let emulator = hlf_emulator(args, sim)?;
         result.killed.push(run_child(
             &emulator,
             args.store,
@@ -261,6 +246,18 @@ fn hlf(args: &RunArgs, sim: &Path, info: &RunInfo) -> anyhow::Result<String> {
         )?);
     }
     Ok(report::hlf_markdown(info, &result))
+}
+
+/// An emulator with hlf-50k's contacts and mentors.
+fn hlf_emulator(args: &RunArgs, sim: &Path) -> anyhow::Result<Emulator> {
+    Emulator::start(
+        sim,
+        EmulatorSpec {
+            contacts: HLF_CONTACTS,
+            mentors: HLF_MENTORS,
+            latency_ms: args.latency_ms,
+        },
+    )
 }
 
 fn growth(args: &RunArgs, sim: &Path, info: &RunInfo) -> anyhow::Result<String> {
@@ -301,14 +298,7 @@ fn full_syncs(args: &RunArgs, sim: &Path, sizes: &[(usize, usize)]) -> anyhow::R
 
 fn retrieve_all(args: &RunArgs, sim: &Path, info: &RunInfo) -> anyhow::Result<String> {
     eprintln!("bench: retrieve-all: starting the emulator with {HLF_CONTACTS} contacts");
-    let emulator = Emulator::start(
-        sim,
-        EmulatorSpec {
-            contacts: HLF_CONTACTS,
-            mentors: HLF_MENTORS,
-            latency_ms: args.latency_ms,
-        },
-    )?;
+    let emulator = hlf_emulator(args, sim)?;
     let node_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("node");
     let node_version = prepare_node(&node_dir)?;
     eprintln!("bench: retrieve-all: this project's client, streamed");
