@@ -592,7 +592,7 @@ impl Store {
 
     /// Creates or replaces a mentor row (reference schema; the app's own writes).
     pub async fn upsert_mentor(&self, mentor: &Mentor) -> Result<()> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_app_write().await?;
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO peer_mentor ({MENTOR_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              ON CONFLICT (id) DO UPDATE SET organisation_id = excluded.organisation_id,
@@ -621,8 +621,7 @@ impl Store {
 
     /// Creates or replaces a certification (reference schema; the app's own writes).
     pub async fn upsert_certification(&self, certification: &Certification) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        // A certification moved to another mentor changes both.
+        let mut tx = self.begin_app_write().await?;
         let before: Option<String> = sqlx::query_scalar("SELECT mentor_id FROM certification WHERE id = $1")
             .bind(&certification.id)
             .fetch_optional(&mut *tx)
@@ -645,8 +644,8 @@ impl Store {
         .execute(&mut *tx)
         .await
         .doing("saving a certification")?;
-        // Both mentors are updated in the order of their ids, so two writers moving certifications between the
-        // same two mentors in opposite directions lock them in the same order instead of deadlocking (PostgreSQL).
+        // A certification moved to another mentor changes both; they are updated in the order of their ids, one
+        // fixed order for every writer.
         let mut changed: Vec<&str> = [Some(certification.mentor_id.as_str()), before.as_deref()]
             .into_iter()
             .flatten()
@@ -663,7 +662,7 @@ impl Store {
     /// Removes a mentor with their certifications, membership and postings (reference schema; the app's own write,
     /// e.g. a mentor who leaves). The sync hides their contact from the public site on its next run.
     pub async fn delete_mentor(&self, organisation_id: &str, id: &str) -> Result<()> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_app_write().await?;
         let owned: Option<String> =
             sqlx::query_scalar("SELECT id FROM peer_mentor WHERE id = $1 AND organisation_id = $2")
                 .bind(id)
@@ -825,7 +824,7 @@ impl AppStore for Store {
     }
 
     async fn apply_pull(&self, organisation_id: &str, mentor_id: &str, update: &PullUpdate) -> Result<PullOutcome> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_app_write().await?;
         let outcome = apply_one(&mut tx, organisation_id, mentor_id, update).await?;
         tx.commit().await.doing("committing pulled values")?;
         Ok(outcome)
@@ -840,7 +839,7 @@ impl AppStore for Store {
         // (rare), that transaction is rolled back and each update is applied in its own, so only that one fails.
         let distinct: std::collections::BTreeSet<&str> = updates.iter().map(|(id, _)| id.as_str()).collect();
         if distinct.len() == updates.len() {
-            let mut tx = self.begin_write().await?;
+            let mut tx = self.begin_app_write().await?;
             let mut out = Vec::with_capacity(updates.len());
             let mut refused = false;
             for chunk in updates.chunks(APPLY_CHUNK) {
@@ -878,7 +877,7 @@ impl AppStore for Store {
         if contacts.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_app_write().await?;
         // One statement per 100 mentors: `CASE id WHEN .. THEN .. END`.
         for chunk in contacts.chunks(100) {
             let cases: Vec<String> = (0..chunk.len())
