@@ -108,28 +108,25 @@ enum ChildTask {
         mentors: usize,
     },
     /// (f) at one point: the first full sync killed there (in a process of its own), then the rerun.
-    KilledRerun {
-        #[arg(long, value_enum)]
-        point: scenarios::KillPoint,
-        #[arg(long)]
-        contacts: usize,
-        #[arg(long)]
-        mentors: usize,
-    },
+    KilledRerun(KillArgs),
     /// The run (f) kills (on the store `--store-url` names).
-    KilledRun {
-        #[arg(long, value_enum)]
-        point: scenarios::KillPoint,
-        #[arg(long)]
-        contacts: usize,
-        #[arg(long)]
-        mentors: usize,
-    },
+    KilledRun(KillArgs),
     /// A full read of the contacts.
     Read {
         #[arg(long, value_enum)]
         mode: ReadMode,
     },
+}
+
+/// Where (f) kills the first full sync, and the scenario's size.
+#[derive(Debug, Clone, clap::Args)]
+struct KillArgs {
+    #[arg(long, value_enum)]
+    point: scenarios::KillPoint,
+    #[arg(long)]
+    contacts: usize,
+    #[arg(long)]
+    mentors: usize,
 }
 
 const HLF_CONTACTS: usize = 50_000;
@@ -421,17 +418,11 @@ fn child(target: &Target, task: ChildTask) -> anyhow::Result<()> {
                 serde_json::to_string(&result)?
             }
             ChildTask::FullSync { mentors } => serde_json::to_string(&scenarios::full_sync(&harness, mentors).await?)?,
-            ChildTask::KilledRerun {
-                point,
-                contacts,
-                mentors,
-            } => serde_json::to_string(&scenarios::killed_rerun(target, &harness, point, contacts, mentors).await?)?,
-            ChildTask::KilledRun {
-                point,
-                contacts,
-                mentors,
-            } => {
-                scenarios::killed_run(&harness, point, contacts, mentors).await?;
+            ChildTask::KilledRerun(k) => serde_json::to_string(
+                &scenarios::killed_rerun(target, &harness, k.point, k.contacts, k.mentors).await?,
+            )?,
+            ChildTask::KilledRun(k) => {
+                scenarios::killed_run(&harness, k.point, k.contacts, k.mentors).await?;
                 String::new()
             }
             ChildTask::Read { mode } => serde_json::to_string(&scenarios::read_all(&harness, mode).await?)?,
