@@ -75,9 +75,9 @@ fi
 # The database itself, not only what the dashboard says about it.
 conflict="$(sqlite3 "$db" "SELECT state || ':' || resolution FROM sync_conflict WHERE organisation_id = 'hlf'")"
 failure="$(sqlite3 "$db" "SELECT state || ':' || attempts FROM failed_record
-  WHERE organisation_id = 'hlf' AND record_key = 'hlf-mentor-899990' AND direction = 'push'")"
+  WHERE organisation_id = 'hlf' AND record_key = 'hlf-mentor-unregistered-1' AND direction = 'push'")"
 if [[ "$conflict" != "resolved:app" || "$failure" != "retrying:0" ]]; then
   echo "e2e: the database disagrees: conflict '$conflict' (want resolved:app), failed record '$failure' (want retrying:0)" >&2
   exit 1
 fi
-echo "e2e: database confirms: conflict $conflict, failed record hlf-mentor-899990 $failure" >&2
+echo "e2e: database confirms: conflict $conflict, failed record hlf-mentor-unregistered-1 $failure" >&2

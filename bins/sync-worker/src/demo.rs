@@ -238,11 +238,9 @@ async fn edit_on_both_sides(sim: &RunningSimulator, store: &Store, when: chrono:
             json!({ "emailaddress1": format!("member{member}@hlf-medlem.example") }),
         )
         .context("editing the contact in the emulator")?;
-    let id = format!("{ORGANISATION}-mentor-{member}");
     let mut mentor = store
-        .mentors(ORGANISATION, std::slice::from_ref(&id))
+        .mentor_by_member_number(ORGANISATION, &member)
         .await?
-        .pop()
         .context("the demo mentor exists")?
         .mentor;
     mentor.email = Some(format!("member{member}@app-endret.example"));
@@ -253,7 +251,7 @@ async fn edit_on_both_sides(sim: &RunningSimulator, store: &Store, when: chrono:
 
 fn other_ids() -> Vec<String> {
     (0..10)
-        .map(|i| format!("{OTHER_ORGANISATION}-mentor-{}", FIRST_MEMBER + i))
+        .map(|i| format!("{OTHER_ORGANISATION}-mentor-{:04}", i + 1))
         .collect()
 }
 

@@ -119,7 +119,11 @@ impl Store {
         index: u32,
         certification: Option<(NaiveDate, bool)>,
     ) -> Result<()> {
-        let id = format!("{organisation}-mentor-{member}");
+        // Ids never carry the member number: they appear in logs, member numbers must not.
+        let id = match index.checked_sub(spec.mentors) {
+            Some(n) if organisation == spec.organisation_id => format!("{organisation}-mentor-unregistered-{}", n + 1),
+            _ => format!("{organisation}-mentor-{:04}", index + 1),
+        };
         let pick =
             |list: &[&str], salt: u32| list[usize::try_from((index + salt) % 10).unwrap_or(0) % list.len()].to_owned();
         self.upsert_mentor(&Mentor {

@@ -49,11 +49,11 @@ fn demo_syncs_through_the_production_path_and_hides_overnight_expiries() {
         "{printed}"
     );
     assert!(
-        printed.contains("conflict held for an admin: mentor hlf-mentor-500004 field email"),
+        printed.contains("conflict held for an admin: mentor hlf-mentor-0005 field email"),
         "{printed}"
     );
     assert!(
-        printed.contains("dead after 2 runs, waits for an admin: hlf-mentor-899990"),
+        printed.contains("dead after 2 runs, waits for an admin: hlf-mentor-unregistered-1"),
         "{printed}"
     );
     assert!(
