@@ -82,17 +82,15 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .clone();
     let now = Utc::now();
     let clock = Arc::new(FixedClock::new(now));
-    let summary = store
-        .seed_demo(&DemoSpec {
-            organisation_id: ORGANISATION.to_owned(),
-            other_organisation_id: OTHER_ORGANISATION.to_owned(),
-            first_member_number: FIRST_MEMBER,
-            mentors: MENTORS,
-            today: local_today(now, organisation.time_zone),
-            now,
-        })
-        .await
-        .context("seeding the demo data")?;
+    let spec = DemoSpec {
+        organisation_id: ORGANISATION.to_owned(),
+        other_organisation_id: OTHER_ORGANISATION.to_owned(),
+        first_member_number: FIRST_MEMBER,
+        mentors: MENTORS,
+        today: local_today(now, organisation.time_zone),
+        now,
+    };
+    let summary = store.seed_demo(&spec).await.context("seeding the demo data")?;
     println!("- SQLite database {} with HLF's peer mentors:", db_path.display());
     println!(
         "    {} certified, {} expiring today, {} expired, {} revoked, {} without certification, {} unknown to Dynamics",
@@ -177,7 +175,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
 
-    let other_linked = store.links("hlf", "mentor", &other_ids()).await?.len();
+    let other_linked = store.links("hlf", "mentor", &other_ids(&spec)).await?.len();
     println!("  another organisation's mentors linked to HLF's Dynamics: {other_linked}");
     println!("\nEverything ran against the emulator through the production client, credential, engine and store.");
     if args.serve {
@@ -249,10 +247,9 @@ async fn edit_on_both_sides(sim: &RunningSimulator, store: &Store, when: chrono:
     Ok(())
 }
 
-fn other_ids() -> Vec<String> {
-    (0..10)
-        .map(|i| format!("{OTHER_ORGANISATION}-mentor-{:04}", i + 1))
-        .collect()
+/// The other organisation's ten seeded mentors.
+fn other_ids(spec: &DemoSpec) -> Vec<String> {
+    (0..10).map(|i| spec.mentor_id(OTHER_ORGANISATION, i)).collect()
 }
 
 /// How many of HLF's mentors Dynamics shows on the public website.

@@ -25,6 +25,17 @@ pub struct DemoSpec {
     pub now: DateTime<Utc>,
 }
 
+impl DemoSpec {
+    /// The id of the `index`-th mentor seeded for `organisation` (HLF's mentors without a contact come after its
+    /// `mentors`). Ids never carry the member number: they appear in logs, member numbers must not.
+    pub fn mentor_id(&self, organisation: &str, index: u32) -> String {
+        match index.checked_sub(self.mentors) {
+            Some(n) if organisation == self.organisation_id => format!("{organisation}-mentor-unregistered-{}", n + 1),
+            _ => format!("{organisation}-mentor-{:04}", index + 1),
+        }
+    }
+}
+
 /// What was seeded, for the demo's summary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DemoSummary {
@@ -119,11 +130,7 @@ impl Store {
         index: u32,
         certification: Option<(NaiveDate, bool)>,
     ) -> Result<()> {
-        // Ids never carry the member number: they appear in logs, member numbers must not.
-        let id = match index.checked_sub(spec.mentors) {
-            Some(n) if organisation == spec.organisation_id => format!("{organisation}-mentor-unregistered-{}", n + 1),
-            _ => format!("{organisation}-mentor-{:04}", index + 1),
-        };
+        let id = spec.mentor_id(organisation, index);
         let pick =
             |list: &[&str], salt: u32| list[usize::try_from((index + salt) % 10).unwrap_or(0) % list.len()].to_owned();
         self.upsert_mentor(&Mentor {
