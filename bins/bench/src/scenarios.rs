@@ -226,6 +226,7 @@ pub(crate) async fn full_sync(h: &Harness, mentors: usize) -> anyhow::Result<Syn
     let now = Utc::now();
     h.seed_mentors(mentors, now, local_today(now, h.organisation.time_zone))
         .await?;
+    eprintln!("bench: seeded {mentors} mentors; initial full sync");
     let service = h.service(Arc::new(FixedClock::new(now)))?;
     sync_phase(h, &service).await
 }

@@ -84,18 +84,23 @@ fn explainable(sql: &str) -> bool {
     ["SELECT", "INSERT", "UPDATE", "DELETE", "WITH"].contains(&verb.as_str()) && !sql.contains("_sqlx_migrations")
 }
 
-/// The steps of a plan that read a whole table, named by their table.
-fn full_scans(backend: &str, plan: &[String]) -> Vec<String> {
+/// The steps of a plan that read a whole table, named by their table, and on SQLite the steps that read every row of
+/// an organisation for a statement that names its rows by a list of keys (`organisation_id = ? AND id IN (...)`
+/// served by an index on `organisation_id` alone: cheap in a test, a cost that grows with the square of the rows in a
+/// first sync). PostgreSQL plans such a statement for its values and its statistics, so only scans count there.
+fn full_scans(backend: &str, sql: &str, plan: &[String]) -> Vec<String> {
+    let names_keys = sql.contains(" IN (?") || sql.contains(" IN ($");
     plan.iter()
         .filter(|step| match backend {
             // `SCAN t USING (COVERING) INDEX i` walks an index; a bare `SCAN t` reads the table. A scan of a subquery's
             // or a CTE's result is not a table.
             "sqlite" => {
-                step.trim_start().starts_with("SCAN ")
+                (step.trim_start().starts_with("SCAN ")
                     && !step.contains("USING")
                     && !step.contains("CONSTANT ROW")
                     && !step.contains("VALUES CLAUSE")
-                    && !step.contains("SUBQUERY")
+                    && !step.contains("SUBQUERY"))
+                    || (names_keys && step.trim_start().starts_with("SEARCH ") && step.ends_with("(organisation_id=?)"))
             }
             _ => step.contains("Seq Scan on"),
         })
@@ -172,14 +177,14 @@ async fn every_statement_of_a_year_of_runs_is_served_by_an_index() {
                 .query_plan(sql)
                 .await
                 .unwrap_or_else(|e| panic!("{}: cannot explain {sql}: {e}", db.name));
-            let found = full_scans(db.name, &plan);
+            let found = full_scans(db.name, sql, &plan);
             if !found.is_empty() {
                 scans.push(format!("{sql}\n    {}", found.join("\n    ")));
             }
         }
         assert!(
             scans.is_empty(),
-            "{}: {} of {} statements read a whole table:\n{}",
+            "{}: {} of {} statements read a whole table or organisation:\n{}",
             db.name,
             scans.len(),
             statements.len(),
