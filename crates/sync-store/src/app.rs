@@ -276,7 +276,7 @@ async fn apply_chunk(
         sets.join(", "),
         ids.join(", ")
     );
-    let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(tx_sql(tx, sql)));
+    let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(tx_sql(tx, sql))).persistent(false);
     for bind in binds {
         query = match bind {
             Bind::Text(value) => query.bind(value),
@@ -322,7 +322,7 @@ async fn apply_chunk(
             values.join(", "),
             updates.join(", ")
         );
-        let mut query = sqlx::query(AssertSqlSafe(tx_sql(tx, sql)));
+        let mut query = sqlx::query(AssertSqlSafe(tx_sql(tx, sql))).persistent(false);
         for (id, values) in rows {
             query = query.bind(id.clone());
             for value in values {
@@ -346,7 +346,9 @@ async fn apply_chunk(
             "SELECT id FROM peer_mentor WHERE organisation_id = $1 AND id IN ({})",
             placeholders(2, missing.len())
         );
-        let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(tx_sql(tx, sql))).bind(organisation_id);
+        let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(tx_sql(tx, sql)))
+            .persistent(false)
+            .bind(organisation_id);
         for id in &missing {
             query = query.bind((*id).clone());
         }
@@ -518,6 +520,7 @@ impl Store {
             let mut query = sqlx::query(AssertSqlSafe(self.sql(format!(
                 "SELECT {MENTOR_COLUMNS} FROM peer_mentor WHERE organisation_id = $1 AND id IN ({list})"
             ))))
+            .persistent(false)
             .bind(organisation_id);
             for id in chunk {
                 query = query.bind(id);
@@ -543,7 +546,8 @@ impl Store {
             let mut query = sqlx::query(AssertSqlSafe(self.sql(format!(
                 "SELECT id, mentor_id, kind, issued_on, expires_on, revoked_at, updated_at FROM certification
                  WHERE mentor_id IN ({list}) ORDER BY mentor_id, expires_on, id"
-            ))));
+            ))))
+            .persistent(false);
             for id in &found {
                 query = query.bind(*id);
             }
@@ -551,7 +555,8 @@ impl Store {
             let mut query = sqlx::query(AssertSqlSafe(self.sql(format!(
                 "SELECT mentor_id, status, membership_type, paid_until, contact_state, source_modified_on
                  FROM membership WHERE mentor_id IN ({list})"
-            ))));
+            ))))
+            .persistent(false);
             for id in &found {
                 query = query.bind(*id);
             }
@@ -793,6 +798,7 @@ impl AppStore for Store {
             let mut query = sqlx::query_scalar(AssertSqlSafe(self.sql(format!(
                 "SELECT id FROM peer_mentor WHERE organisation_id = $1 AND member_number IN ({list})"
             ))))
+            .persistent(false)
             .bind(organisation_id);
             for number in chunk {
                 query = query.bind(number);
@@ -813,6 +819,7 @@ impl AppStore for Store {
             let mut query = sqlx::query_scalar(AssertSqlSafe(self.sql(format!(
                 "SELECT id FROM peer_mentor WHERE organisation_id = $1 AND id IN ({list})"
             ))))
+            .persistent(false)
             .bind(organisation_id);
             for id in chunk {
                 query = query.bind(id);
@@ -889,7 +896,7 @@ impl AppStore for Store {
                 "UPDATE peer_mentor SET dynamics_contact_id = CASE id {} END WHERE organisation_id = ${first} AND id IN ({ids})",
                 cases.join(" ")
             );
-            let mut query = sqlx::query(AssertSqlSafe(self.sql(sql)));
+            let mut query = sqlx::query(AssertSqlSafe(self.sql(sql))).persistent(false);
             for (mentor_id, contact) in chunk {
                 query = query.bind(mentor_id.clone()).bind(contact.map(|c| c.to_string()));
             }

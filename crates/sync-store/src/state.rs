@@ -47,14 +47,14 @@ fn value_rows(rows: usize, columns: usize) -> String {
 }
 
 /// The last item per key, in the order of their last occurrence.
-fn last_per_key<T: Clone, K: Ord>(items: &[T], key: impl Fn(&T) -> K) -> Vec<T> {
+fn last_per_key<'a, T, K: Ord>(items: &'a [T], key: impl Fn(&'a T) -> K) -> Vec<&'a T> {
     let mut last = std::collections::BTreeMap::new();
     for (i, item) in items.iter().enumerate() {
         last.insert(key(item), i);
     }
     let mut keep: Vec<usize> = last.into_values().collect();
     keep.sort_unstable();
-    keep.into_iter().map(|i| items[i].clone()).collect()
+    keep.into_iter().map(|i| &items[i]).collect()
 }
 
 fn json_text<T: serde::Serialize>(value: &T) -> String {
@@ -334,7 +334,7 @@ impl Store {
                 .join(", ");
             let mut query = sqlx::query(sqlx::AssertSqlSafe(self.sql(format!(
                 "SELECT {LINK_COLUMNS} FROM sync_link WHERE organisation_id = $1 AND record_kind = $2 AND app_id IN ({list})"
-            ))))
+            )))).persistent(false)
             .bind(organisation_id)
             .bind(record_kind);
             for id in chunk {
@@ -362,6 +362,7 @@ impl Store {
                 "SELECT {LINK_COLUMNS} FROM sync_link
                  WHERE organisation_id = $1 AND record_kind = $2 AND dynamics_id IN ({list})"
             ))))
+            .persistent(false)
             .bind(organisation_id)
             .bind(record_kind);
             for id in chunk {
@@ -441,7 +442,7 @@ impl Store {
         }
         // One row per key in a statement (PostgreSQL refuses to upsert a row twice in one); the last one wins.
         let links = last_per_key(links, |l| {
-            (l.organisation_id.clone(), l.record_kind.clone(), l.app_id.clone())
+            (l.organisation_id.as_str(), l.record_kind.as_str(), l.app_id.as_str())
         });
         let mut tx = self.begin_write().await?;
         for chunk in links.chunks(ROWS_PER_STATEMENT) {
@@ -454,7 +455,7 @@ impl Store {
                      pending = excluded.pending, seen = excluded.seen, app_changed_at = excluded.app_changed_at",
                 value_rows(chunk.len(), 14)
             );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(self.sql(sql)));
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(self.sql(sql))).persistent(false);
             for link in chunk {
                 query = query
                     .bind(link.organisation_id.clone())
@@ -1202,7 +1203,7 @@ impl Store {
         if entries.is_empty() {
             return Ok(());
         }
-        let entries = last_per_key(entries, |e| (e.organisation_id.clone(), e.mentor_id.clone()));
+        let entries = last_per_key(entries, |e| (e.organisation_id.as_str(), e.mentor_id.as_str()));
         let mut tx = self.begin_write().await?;
         for chunk in entries.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
@@ -1214,7 +1215,7 @@ impl Store {
                      as_of = excluded.as_of",
                 value_rows(chunk.len(), 7)
             );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(self.sql(sql)));
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(self.sql(sql))).persistent(false);
             for entry in chunk {
                 query = query
                     .bind(entry.organisation_id.clone())
