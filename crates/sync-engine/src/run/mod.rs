@@ -425,6 +425,14 @@ impl<'s> Run<'s> {
         columns
     }
 
+    /// A row's id alone, for the set of ids a full read saw (every contact of the table): [`Run::meta`] reads the
+    /// rest of the row's identity too, which only the rows decided need.
+    fn row_id(&self, row: &Row) -> Option<Uuid> {
+        row.get(self.svc.mapping.primary_id())
+            .and_then(|v| v.as_str())
+            .and_then(|s| Uuid::parse_str(s).ok())
+    }
+
     fn meta(&self, row: &Row) -> std::result::Result<RowMeta, String> {
         let mapping = &self.svc.mapping;
         let id = row
