@@ -435,10 +435,8 @@ impl<'s> Run<'s> {
 
     fn meta(&self, row: &Row) -> std::result::Result<RowMeta, String> {
         let mapping = &self.svc.mapping;
-        let id = row
-            .get(mapping.primary_id())
-            .and_then(|v| v.as_str())
-            .and_then(|s| Uuid::parse_str(s).ok())
+        let id = self
+            .row_id(row)
             .ok_or_else(|| format!("a {} row has no valid {}", mapping.table(), mapping.primary_id()))?;
         Ok(RowMeta {
             id,
