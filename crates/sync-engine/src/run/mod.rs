@@ -15,6 +15,7 @@ mod pull;
 mod push;
 mod record;
 mod retry;
+mod touched;
 mod write;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -84,8 +85,10 @@ pub(crate) struct Run<'s> {
     released: BTreeSet<Uuid>,
     sizer: BatchSizer,
     plan: Vec<PlanItem>,
-    /// Mentors decided this run, with the app change time each decision saw: a later app change is decided again.
-    processed: BTreeMap<String, DateTime<Utc>>,
+    /// Mentors decided this run, with the app change time each decision saw (a later app change is decided again),
+    /// and the writes sent per mentor (each gets its own sync stamp, one second apart, so the stamp tells which of
+    /// two writes of one run landed).
+    touched: touched::Touched,
     /// Mentors whose contact was deleted or left the scope this run and that nothing has linked or queued since: the
     /// retry phase looks them up once, so a mentor left without a contact is queued (and its coordinator told).
     relink: BTreeSet<String>,
@@ -97,9 +100,6 @@ pub(crate) struct Run<'s> {
     partial: BTreeSet<String>,
     /// Time spent in the pure decisions (reading rows into values, deciding records), for the run's metrics.
     deciding: std::time::Duration,
-    /// Writes sent per mentor this run: each gets its own sync stamp (one second apart), so the stamp tells which
-    /// of two writes of one run landed.
-    writes_sent: BTreeMap<String, u32>,
 }
 
 /// A Dynamics row's identity and version.
@@ -199,11 +199,10 @@ impl<'s> Run<'s> {
                 usize::try_from(svc.sync.batch_size_max).unwrap_or(1000),
             ),
             plan: Vec::new(),
-            processed: BTreeMap::new(),
+            touched: touched::Touched::default(),
             relink: BTreeSet::new(),
             reread: BTreeSet::new(),
             partial: BTreeSet::new(),
-            writes_sent: BTreeMap::new(),
             deciding: std::time::Duration::ZERO,
         }
     }
@@ -529,7 +528,7 @@ impl<'s> Run<'s> {
         notify: bool,
     ) -> Result<()> {
         // Decided for this run: the retry phase does not try it a second time.
-        self.processed.insert(subject.app_id.clone(), DateTime::<Utc>::MAX_UTC);
+        self.touched.decide(&subject.app_id, DateTime::<Utc>::MAX_UTC);
         self.relink.remove(&subject.app_id);
         if !self.apply() {
             self.plan.push(PlanItem::Failure {
@@ -638,9 +637,9 @@ impl<'s> Run<'s> {
 
     /// Whether the mentor was already decided this run at (or after) its current app change.
     fn decided_already(&self, snapshot: &MentorSnapshot) -> bool {
-        self.processed
-            .get(&snapshot.mentor.id)
-            .is_some_and(|seen| changed_at(snapshot) <= *seen)
+        self.touched
+            .decided_at(&snapshot.mentor.id)
+            .is_some_and(|seen| changed_at(snapshot) <= seen)
     }
 
     fn has_resolution(&self, app_id: &str) -> bool {

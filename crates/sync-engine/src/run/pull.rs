@@ -381,7 +381,7 @@ impl Run<'_> {
                 let Some(snapshot) = by_app_id.remove(&link.app_id) else {
                     continue;
                 };
-                if self.processed.contains_key(&snapshot.mentor.id) {
+                if self.touched.is_decided(&snapshot.mentor.id) {
                     continue;
                 }
                 if link.etag.is_some()
@@ -406,7 +406,7 @@ impl Run<'_> {
                 self.metrics.pull.skipped += 1;
                 continue;
             };
-            if self.processed.contains_key(&snapshot.mentor.id) {
+            if self.touched.is_decided(&snapshot.mentor.id) {
                 continue;
             }
             let subject = Subject::of(&snapshot);

@@ -63,9 +63,9 @@ impl Run<'_> {
         // A mentor the pull decided earlier in this run but whose app row changed since is decided again; its
         // pending write (if any) goes out first so the new decision starts from the link it leaves.
         let changed_since = snapshots.iter().any(|s| {
-            self.processed
-                .get(&s.mentor.id)
-                .is_some_and(|seen| changed_at(s) > *seen)
+            self.touched
+                .decided_at(&s.mentor.id)
+                .is_some_and(|seen| changed_at(s) > seen)
         });
         if changed_since {
             self.flush().await?;

@@ -98,7 +98,7 @@ impl Run<'_> {
     ) -> Result<()> {
         let started = std::time::Instant::now();
         let app_id = snapshot.mentor.id.clone();
-        self.processed.insert(app_id.clone(), changed_at(&snapshot));
+        self.touched.decide(&app_id, changed_at(&snapshot));
         self.relink.remove(&app_id);
         if read.is_some() {
             self.reread.remove(&app_id);
@@ -265,7 +265,7 @@ impl Run<'_> {
                     Ok(PullOutcome::Stale) => {
                         // Decided again this run, against Dynamics read afresh: its change is not lost.
                         info!(org = %self.org(), mentor = %app_id, "the mentor changed in the app during the run; deciding it again");
-                        self.processed.remove(&app_id);
+                        self.touched.undecide(&app_id);
                         self.reread.insert(app_id);
                         return Ok(());
                     }
@@ -590,7 +590,7 @@ impl Run<'_> {
         match self.svc.app.apply_pull(self.org(), &app_id, &update).await {
             Ok(PullOutcome::Applied) => self.metrics.pull.written += 1,
             Ok(PullOutcome::Stale) => {
-                self.processed.remove(&app_id);
+                self.touched.undecide(&app_id);
                 self.reread.insert(app_id);
                 return Ok(());
             }
@@ -651,7 +651,7 @@ impl Run<'_> {
     /// A linked mentor is no longer in the app: the contact is released (hidden from the public site) and what the
     /// sync state held about the mentor is forgotten.
     pub(super) async fn mentor_gone(&mut self, link: Link) -> Result<()> {
-        if self.processed.insert(link.app_id.clone(), self.now).is_some() && !self.apply() {
+        if self.touched.decide(&link.app_id, self.now) && !self.apply() {
             // Planned once already.
             return Ok(());
         }

@@ -35,7 +35,7 @@ impl Run<'_> {
                 .into_iter()
                 .map(|l| l.app_id),
         );
-        ids.retain(|id| !self.processed.contains_key(id));
+        ids.retain(|id| !self.touched.is_decided(id));
         // Mentors whose contact went away this run, or whose app write was skipped, not decided or queued since.
         ids.extend(self.relink.iter().cloned());
         ids.extend(self.reread.iter().cloned());

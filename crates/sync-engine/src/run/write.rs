@@ -99,10 +99,8 @@ impl Run<'_> {
             if stamped {
                 let stamp = match &write.target {
                     WriteTarget::Record(record) => {
-                        let sent = self.writes_sent.entry(record.link.app_id.clone()).or_insert(0);
-                        let n = *sent;
-                        *sent += 1;
-                        self.stamp_at(n)
+                        let before = self.touched.count_write(&record.link.app_id);
+                        self.stamp_at(before)
                     }
                     WriteTarget::Release { .. } => self.stamp.clone(),
                 };
@@ -413,7 +411,7 @@ impl Run<'_> {
                     // The mentor left the app during the run: the next run's time rule releases the contact.
                     return Ok(());
                 };
-                self.processed.remove(&app_id);
+                self.touched.undecide(&app_id);
                 // The admin resolutions this write carried still apply to the new decision (they are still in the
                 // run's view of conflicts, as they were not carried out).
                 let outcome = self
