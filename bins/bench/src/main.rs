@@ -127,6 +127,9 @@ struct KillArgs {
     contacts: usize,
     #[arg(long)]
     mentors: usize,
+    /// For `killed-run`: where its clock starts (the parent's scenario start); now when not given.
+    #[arg(long)]
+    now: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 const HLF_CONTACTS: usize = 50_000;
@@ -422,7 +425,14 @@ fn child(target: &Target, task: ChildTask) -> anyhow::Result<()> {
                 &scenarios::killed_rerun(target, &harness, k.point, k.contacts, k.mentors).await?,
             )?,
             ChildTask::KilledRun(k) => {
-                scenarios::killed_run(&harness, k.point, k.contacts, k.mentors).await?;
+                scenarios::killed_run(
+                    &harness,
+                    k.point,
+                    k.contacts,
+                    k.mentors,
+                    k.now.unwrap_or_else(chrono::Utc::now),
+                )
+                .await?;
                 String::new()
             }
             ChildTask::Read { mode } => serde_json::to_string(&scenarios::read_all(&harness, mode).await?)?,

@@ -126,7 +126,7 @@ pub(crate) async fn hlf(
     mentors: usize,
     naive_mentors: usize,
 ) -> anyhow::Result<HlfResult> {
-    let now = Utc::now();
+    let now = scenario_start(h);
     let today = local_today(now, h.organisation.time_zone);
     eprintln!("bench: seeding the app with {mentors} mentors");
     h.seed_mentors(mentors, now, today).await?;
@@ -221,9 +221,27 @@ pub(crate) async fn hlf(
     })
 }
 
+/// How much of its clock a scenario spans within one day: hlf-50k's (g) runs 2 h 1 min after (b), and (f)'s rerun
+/// 31 minutes after the killed run started.
+const SCENARIO_SPAN: Duration = Duration::minutes(150);
+
+/// Where a scenario's clock starts: now, or [`SCENARIO_SPAN`] later when the organisation's day ends within it, so
+/// that no run of the scenario crosses a local midnight. Crossing one expires by time the certifications that end on
+/// the seeding day and adds writes the scenario does not expect (a run of (f) started at 23:45 in Oslo failed that
+/// way: its rerun, on a clock 31 minutes later, hid 50 contacts).
+fn scenario_start(h: &Harness) -> DateTime<Utc> {
+    let now = Utc::now();
+    let tz = h.organisation.time_zone;
+    if local_today(now + SCENARIO_SPAN, tz) == local_today(now, tz) {
+        now
+    } else {
+        now + SCENARIO_SPAN
+    }
+}
+
 /// One initial full sync with `mentors` mentors in the app: a point of the growth curve.
 pub(crate) async fn full_sync(h: &Harness, mentors: usize) -> anyhow::Result<SyncPhase> {
-    let now = Utc::now();
+    let now = scenario_start(h);
     h.seed_mentors(mentors, now, local_today(now, h.organisation.time_zone))
         .await?;
     eprintln!("bench: seeded {mentors} mentors; initial full sync");
@@ -397,7 +415,7 @@ pub(crate) async fn resolved_conflicts(
         bail!("the default mapping no longer has the phone field this scenario shares");
     }
     let h = Harness::connect_with(target, Some(&mapping), "\n[conflicts.fields]\nphone = \"manual\"\n").await?;
-    let now = Utc::now();
+    let now = scenario_start(&h);
     let today = local_today(now, h.organisation.time_zone);
     eprintln!("bench: (h) {mentors} mentors whose phone differs between the app and Dynamics");
     h.seed_mentors(mentors, now, today).await?;
@@ -514,7 +532,7 @@ pub(crate) async fn killed_rerun(
 ) -> anyhow::Result<KilledResult> {
     use std::io::BufRead;
 
-    let now = Utc::now();
+    let now = scenario_start(h);
     h.seed_mentors(mentors, now, local_today(now, h.organisation.time_zone))
         .await?;
     eprintln!("bench: (f) the first full sync, killed {}", point.description());
@@ -530,6 +548,7 @@ pub(crate) async fn killed_rerun(
         .arg(&h.store_url)
         .args(["killed-run", "--point", point.flag()])
         .args(["--contacts", &contacts.to_string(), "--mentors", &mentors.to_string()])
+        .args(["--now", &now.to_rfc3339()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .spawn()
@@ -596,21 +615,28 @@ pub(crate) async fn killed_rerun(
 }
 
 /// The run (f) kills: the first full sync on the store the parent seeded, which prints [`AT_KILL_POINT`] when it
-/// reaches `point` and waits there for the SIGKILL.
-pub(crate) async fn killed_run(h: &Harness, point: KillPoint, contacts: usize, mentors: usize) -> anyhow::Result<()> {
+/// reaches `point` and waits there for the SIGKILL. Its clock starts at `now`, the parent's, so the lease it leaves
+/// ends when the parent expects.
+pub(crate) async fn killed_run(
+    h: &Harness,
+    point: KillPoint,
+    contacts: usize,
+    mentors: usize,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
     let (contacts, mentors) = (contacts as u64, mentors as u64);
-    let service = h
-        .service(Arc::new(FixedClock::new(Utc::now())))?
-        .with_progress(Arc::new(move |p: &sync_engine::Progress<'_>| {
-            if point.reached(p.pulled, p.pushed, contacts, mentors) {
-                use std::io::Write;
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{AT_KILL_POINT}");
-                let _ = out.flush();
-                // The run waits here (its progress observer is called inline) until the parent kills it.
-                std::thread::sleep(std::time::Duration::from_secs(600));
-            }
-        }));
+    let service =
+        h.service(Arc::new(FixedClock::new(now)))?
+            .with_progress(Arc::new(move |p: &sync_engine::Progress<'_>| {
+                if point.reached(p.pulled, p.pushed, contacts, mentors) {
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{AT_KILL_POINT}");
+                    let _ = out.flush();
+                    // The run waits here (its progress observer is called inline) until the parent kills it.
+                    std::thread::sleep(std::time::Duration::from_secs(600));
+                }
+            }));
     let report = service.run().await?;
     bail!("the run ended {:?} without reaching the kill point", report.status)
 }
