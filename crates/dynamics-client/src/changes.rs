@@ -104,7 +104,7 @@ pub(crate) fn to_change_page(page: Page<Value>) -> Result<ChangePage> {
                     })?;
                 Ok(Change::Deleted(id))
             }
-            Value::Object(map) => Ok(Change::Upsert(map)),
+            Value::Object(map) => Ok(Change::Upsert(map.into())),
             _ => Err(Error::Decode {
                 what: "a change".to_owned(),
                 source: "an entry is not a JSON object".into(),
@@ -117,7 +117,7 @@ pub(crate) fn to_change_page(page: Page<Value>) -> Result<ChangePage> {
     })
 }
 
-fn is_deleted(map: &Row) -> bool {
+fn is_deleted(map: &serde_json::Map<String, Value>) -> bool {
     map.get("@odata.context")
         .and_then(Value::as_str)
         .is_some_and(|c| c.ends_with("$deletedEntity"))

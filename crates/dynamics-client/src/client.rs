@@ -465,7 +465,7 @@ impl Call {
     }
 
     /// Sets a JSON body.
-    pub(crate) fn json(mut self, body: &serde_json::Value) -> Self {
+    pub(crate) fn json(mut self, body: &crate::Row) -> Self {
         self.headers.insert(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json; charset=utf-8"),

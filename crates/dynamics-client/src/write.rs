@@ -137,10 +137,10 @@ impl TableWriter {
 
     /// Refuses a body naming any column outside the writable set. Every write passes through here.
     pub fn guard(&self, body: &Row) -> Result<()> {
-        match body.keys().find(|column| !self.writable.contains(column.as_str())) {
+        match body.keys().find(|column| !self.writable.contains(*column)) {
             Some(column) => Err(Error::ColumnNotWritable {
                 entity_set: self.entity_set.clone(),
-                column: column.clone(),
+                column: column.to_owned(),
             }),
             None => Ok(()),
         }
@@ -168,7 +168,7 @@ impl TableWriter {
         Ok(Call::new(Method::PATCH, url)
             .header("if-match", etag)
             .header("prefer", "return=representation")
-            .json(&Value::Object(body.clone())))
+            .json(body))
     }
 
     /// Reads one row by id with the given columns, `None` when it no longer exists.
@@ -195,7 +195,7 @@ impl TableWriter {
             .url(&format!("{}?$select={}", self.entity_set, self.primary_id))?;
         let call = Call::new(Method::POST, url)
             .header("prefer", "return=representation")
-            .json(&Value::Object(body.clone()));
+            .json(body);
         let answer = self.client.send(&call).await?;
         Ok(self.written(&answer))
     }
@@ -214,7 +214,7 @@ impl TableWriter {
             UpsertMode::UpdateOnly => call.header("if-match", "*"),
             UpsertMode::CreateOnly => call.header("if-none-match", "*"),
         };
-        Ok(call.json(&Value::Object(body.clone())))
+        Ok(call.json(body))
     }
 
     /// Reads what a successful write answered: 201 is a creation, 200 or 204 an update.

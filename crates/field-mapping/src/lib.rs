@@ -12,15 +12,17 @@
 mod diff;
 mod error;
 mod metadata;
+mod row;
 mod spec;
 mod value;
 
 pub use diff::{Decision, FieldDiff};
 pub use error::{MappingError, Problem, ProblemList, ValueError};
 pub use metadata::{ColumnKind, ColumnMetadata, Drift, TableMetadata};
+pub use row::Row;
 pub use rust_decimal::Decimal;
 pub use spec::{ConflictStrategy, FieldKind, FieldMapping, FieldSpec, OnDelete, Owner, RecordMapping};
-pub use value::{AppRecord, AppValue, FORBIDDEN_KEY_CHARS, MAX_DECIMAL_MAGNITUDE, Row};
+pub use value::{AppRecord, AppValue, FORBIDDEN_KEY_CHARS, MAX_DECIMAL_MAGNITUDE};
 
 /// The default HLF mapping (`fixtures/mapping/hlf-default.toml`), embedded so the demo and tests need no file.
 pub const HLF_DEFAULT_MAPPING: &str = include_str!("../../../fixtures/mapping/hlf-default.toml");

@@ -9,6 +9,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::ValueError;
+use crate::row::Row;
 use crate::spec::{FieldKind, FieldSpec, RecordMapping};
 
 /// A field value in its app form. Shadows (the last value both sides agreed on) are stored in this form.
@@ -36,9 +37,6 @@ pub enum AppValue {
 
 /// An app record in mapping terms: app field name to value.
 pub type AppRecord = BTreeMap<String, AppValue>;
-
-/// A Dataverse row or request body: property name to JSON value.
-pub type Row = serde_json::Map<String, Value>;
 
 /// The largest magnitude Dataverse stores in a money column (and more than any decimal column takes).
 pub const MAX_DECIMAL_MAGNITUDE: Decimal = Decimal::from_parts(0x5D63_8865, 0x0003_46DC, 0, false, 0);

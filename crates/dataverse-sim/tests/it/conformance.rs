@@ -195,7 +195,7 @@ async fn upsert_modes_and_etag_guards_behave_as_documented() {
         .await
         .unwrap()
         .unwrap();
-    let etag = fresh["@odata.etag"].as_str().unwrap().to_owned();
+    let etag = fresh.get("@odata.etag").and_then(|v| v.as_str()).unwrap().to_owned();
     writer.update_if_unchanged(id, &body, &etag).await.unwrap();
     assert!(matches!(
         writer.update_if_unchanged(id, &body, &stale).await,

@@ -252,7 +252,7 @@ fn a_whole_record_converts_and_reports_every_bad_field() {
     record.insert("show_on_public_site".into(), AppValue::Bool(true));
     let row = mentor.to_dataverse(&record).unwrap();
     assert_eq!(
-        Value::Object(row),
+        Value::from(row),
         json!({ "hlf_peermentorstatus": 100000000, "hlf_showonpublicsite": true })
     );
 

@@ -12,7 +12,7 @@ pub(crate) struct Touched {
     by_mentor: BTreeMap<Box<str>, Entry>,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct Entry {
     /// The app change time the latest decision saw; `None` when the mentor is not decided (never, or the decision
     /// was undone so it is decided again).
@@ -34,7 +34,16 @@ impl Touched {
 
     /// Records a decision at the app change time `at`; answers whether the mentor was decided already.
     pub(crate) fn decide(&mut self, app_id: &str, at: DateTime<Utc>) -> bool {
-        self.entry(app_id).decided_at.replace(at).is_some()
+        // Looked up first, so a mentor already here costs no allocation for its key.
+        if let Some(entry) = self.by_mentor.get_mut(app_id) {
+            return entry.decided_at.replace(at).is_some();
+        }
+        let entry = Entry {
+            decided_at: Some(at),
+            writes: 0,
+        };
+        self.by_mentor.insert(app_id.into(), entry);
+        false
     }
 
     /// Undoes the mentor's decision, so it is decided again (its count of writes stays).
@@ -46,18 +55,16 @@ impl Touched {
 
     /// Counts a write sent for the mentor; answers how many were sent before it this run.
     pub(crate) fn count_write(&mut self, app_id: &str) -> u32 {
-        let entry = self.entry(app_id);
-        let before = entry.writes;
-        entry.writes += 1;
-        before
-    }
-
-    fn entry(&mut self, app_id: &str) -> &mut Entry {
-        // Looked up first so that a mentor already here costs no allocation for its key.
-        if !self.by_mentor.contains_key(app_id) {
-            self.by_mentor.insert(app_id.into(), Entry::default());
+        if let Some(entry) = self.by_mentor.get_mut(app_id) {
+            entry.writes += 1;
+            return entry.writes - 1;
         }
-        self.by_mentor.get_mut(app_id).expect("inserted above")
+        let entry = Entry {
+            decided_at: None,
+            writes: 1,
+        };
+        self.by_mentor.insert(app_id.into(), entry);
+        0
     }
 }
 
