@@ -230,8 +230,10 @@ const SCENARIO_SPAN: Duration = Duration::minutes(150);
 /// the seeding day and adds writes the scenario does not expect (a run of (f) started at 23:45 in Oslo failed that
 /// way: its rerun, on a clock 31 minutes later, hid 50 contacts).
 fn scenario_start(h: &Harness) -> DateTime<Utc> {
-    let now = Utc::now();
-    let tz = h.organisation.time_zone;
+    start_within_a_day(Utc::now(), h.organisation.time_zone)
+}
+
+fn start_within_a_day(now: DateTime<Utc>, tz: chrono_tz::Tz) -> DateTime<Utc> {
     if local_today(now + SCENARIO_SPAN, tz) == local_today(now, tz) {
         now
     } else {
@@ -643,7 +645,30 @@ pub(crate) async fn killed_run(
 
 #[cfg(test)]
 mod tests {
-    use super::KillPoint;
+    use chrono::{DateTime, Utc};
+
+    use super::{KillPoint, SCENARIO_SPAN, local_today, start_within_a_day};
+
+    #[test]
+    fn a_scenario_never_crosses_the_organisations_midnight() {
+        let oslo = chrono_tz::Europe::Oslo;
+        let at = |text: &str| text.parse::<DateTime<Utc>>().expect("a time");
+        // 13:00 in Oslo (winter time, UTC+1): the scenario starts now.
+        assert_eq!(
+            start_within_a_day(at("2026-12-04T12:00:00Z"), oslo),
+            at("2026-12-04T12:00:00Z")
+        );
+        // 23:45 in Oslo, the run of (f) that failed: it starts after midnight instead.
+        for now in ["2026-12-04T22:45:00Z", "2026-12-04T20:31:00Z", "2026-12-04T22:59:59Z"] {
+            let start = start_within_a_day(at(now), oslo);
+            assert!(start > at(now), "{now}");
+            assert_eq!(
+                local_today(start, oslo),
+                local_today(start + SCENARIO_SPAN, oslo),
+                "{now}: the scenario's span stays in one day"
+            );
+        }
+    }
 
     /// Each point is reached in a run's progress of (a), at the step its name says, whether the mentors are written
     /// after every page was read or as soon as the first page (which holds them all) was: 50,000 contacts in pages
