@@ -1,6 +1,7 @@
 //! OData queries: `$select`, `$filter` with correctly quoted literals, `$orderby`, `$top`, and paging that follows
 //! `@odata.nextLink` exactly as returned, one page in memory at a time.
 
+use std::any::{Any, TypeId};
 use std::fmt;
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
@@ -13,7 +14,7 @@ use uuid::Uuid;
 
 use crate::client::{Call, DynamicsClient};
 use crate::error::{Error, Result};
-use field_mapping::Row;
+use field_mapping::{LazyRow, Row};
 
 /// A value in an OData expression, written in the form Dataverse expects.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -408,7 +409,7 @@ impl DynamicsClient {
         })
     }
 
-    pub(crate) async fn fetch_page<T: DeserializeOwned>(
+    pub(crate) async fn fetch_page<T: DeserializeOwned + 'static>(
         &self,
         url: Url,
         with_page_size: bool,
@@ -450,14 +451,34 @@ pub const IN_VALUES_PER_REQUEST: usize = 250;
 
 /// Decodes a page body into its rows, count and delta link, and the `@odata.nextLink` as sent (not yet checked
 /// against the instance). `path` names the table in the error.
-pub(crate) fn decode_page<T: DeserializeOwned>(body: &[u8], path: &str) -> Result<(Page<T>, Option<String>)> {
-    let body: PageBody<T> = serde_json::from_slice(body).map_err(|e| Error::decode(format!("a page of {path}"), e))?;
-    let page = Page {
-        rows: body.value,
-        count: body.count,
-        delta_link: body.delta_link,
+///
+/// Rows asked for as [`Row`] are read as [`LazyRow`]s: every row is checked to be a JSON object as any other type
+/// would be, and each value is decoded only when the caller reads it (most of a full read's values never are).
+pub(crate) fn decode_page<T: DeserializeOwned + 'static>(body: &[u8], path: &str) -> Result<(Page<T>, Option<String>)> {
+    let refused = |e: serde_json::Error| Error::decode(format!("a page of {path}"), e);
+    let (rows, next_link, count, delta_link) = if TypeId::of::<T>() == TypeId::of::<Row>() {
+        let body: PageBody<LazyRow> = serde_json::from_slice(body).map_err(refused)?;
+        let rows: Vec<Row> = body.value.into_iter().map(Row::from).collect();
+        // `T` is `Row`, so the list is a `Vec<T>`.
+        let rows = *(Box::new(rows) as Box<dyn Any>)
+            .downcast::<Vec<T>>()
+            .map_err(|_| Error::Decode {
+                what: format!("a page of {path}"),
+                source: "rows of an unexpected type".into(),
+            })?;
+        (rows, body.next_link, body.count, body.delta_link)
+    } else {
+        let body: PageBody<T> = serde_json::from_slice(body).map_err(refused)?;
+        (body.value, body.next_link, body.count, body.delta_link)
     };
-    Ok((page, body.next_link))
+    Ok((
+        Page {
+            rows,
+            count,
+            delta_link,
+        },
+        next_link,
+    ))
 }
 
 /// Parses `link` and accepts it only when it has the same origin as `base`.
