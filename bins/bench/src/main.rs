@@ -303,6 +303,8 @@ fn retrieve_all(args: &RunArgs, sim: &Path, info: &RunInfo) -> anyhow::Result<St
     let node_version = prepare_node(&node_dir)?;
     eprintln!("bench: retrieve-all: this project's client, streamed");
     let streamed: scenarios::ReadResult = run_child(&emulator, args.store, &["read", "--mode", "streamed"])?;
+    eprintln!("bench: retrieve-all: this project's client, streamed, every value read");
+    let every_value: scenarios::ReadResult = run_child(&emulator, args.store, &["read", "--mode", "every-value"])?;
     eprintln!("bench: retrieve-all: this project's client, collected");
     let collected: scenarios::ReadResult = run_child(&emulator, args.store, &["read", "--mode", "collected"])?;
     eprintln!("bench: retrieve-all: DynamicsWebApi retrieveAll");
@@ -312,6 +314,7 @@ fn retrieve_all(args: &RunArgs, sim: &Path, info: &RunInfo) -> anyhow::Result<St
         &RetrieveAllResult {
             contacts: HLF_CONTACTS,
             streamed,
+            every_value,
             collected,
             node,
             node_version,
