@@ -454,10 +454,14 @@ pub const IN_VALUES_PER_REQUEST: usize = 250;
 ///
 /// Rows asked for as [`Row`] are read as [`LazyRow`]s: every row is checked to be a JSON object as any other type
 /// would be, and each value is decoded only when the caller reads it (most of a full read's values never are).
+///
+/// The body is checked to be UTF-8 once, as a whole, and then read as text: read as bytes, `serde_json` would check
+/// each string and each kept value on its own, a fifth of the page's decoding time in a full read.
 pub(crate) fn decode_page<T: DeserializeOwned + 'static>(body: &[u8], path: &str) -> Result<(Page<T>, Option<String>)> {
+    let body = std::str::from_utf8(body).map_err(|e| Error::decode(format!("a page of {path}"), e))?;
     let refused = |e: serde_json::Error| Error::decode(format!("a page of {path}"), e);
     let (rows, next_link, count, delta_link) = if TypeId::of::<T>() == TypeId::of::<Row>() {
-        let body: PageBody<LazyRow> = serde_json::from_slice(body).map_err(refused)?;
+        let body: PageBody<LazyRow> = serde_json::from_str(body).map_err(refused)?;
         let rows: Vec<Row> = body.value.into_iter().map(Row::from).collect();
         // `T` is `Row`, so the list is a `Vec<T>`.
         let rows = *(Box::new(rows) as Box<dyn Any>)
@@ -468,7 +472,7 @@ pub(crate) fn decode_page<T: DeserializeOwned + 'static>(body: &[u8], path: &str
             })?;
         (rows, body.next_link, body.count, body.delta_link)
     } else {
-        let body: PageBody<T> = serde_json::from_slice(body).map_err(refused)?;
+        let body: PageBody<T> = serde_json::from_str(body).map_err(refused)?;
         (body.value, body.next_link, body.count, body.delta_link)
     };
     Ok((

@@ -131,22 +131,28 @@ async fn a_next_link_to_another_host_is_refused() {
 
 #[tokio::test]
 async fn malformed_truncated_and_non_json_pages_are_decode_errors() {
-    for body in [
-        r#"{"value":[{"contactid":"#,
-        "<html>oops</html>",
-        "",
-        r#"{"value":{}}"#,
-        r#"[1,2]"#,
-    ] {
+    let bodies: [&[u8]; 8] = [
+        br#"{"value":[{"contactid":"#,
+        b"<html>oops</html>",
+        b"",
+        br#"{"value":{}}"#,
+        br#"[1,2]"#,
+        // Not UTF-8: in a value kept as text, and in a column name.
+        b"{\"value\":[{\"firstname\":\"\xff\"}]}",
+        b"{\"value\":[{\"first\xc3name\":\"a\"}]}",
+        // A row that is not an object.
+        br#"{"value":[{"contactid":"1"},"x"]}"#,
+    ];
+    for body in bodies {
         let fake = Fake::new().await;
         Mock::given(method("GET"))
             .and(path("/api/data/v9.2/contacts"))
-            .respond_with(ResponseTemplate::new(200).set_body_string(body))
+            .respond_with(ResponseTemplate::new(200).set_body_raw(body, "application/json"))
             .mount(&fake.server)
             .await;
         match fake.client.all_rows::<Row>(&Query::new("contacts")).await {
             Err(Error::Decode { what, .. }) => assert!(what.contains("page of"), "{what}"),
-            other => panic!("body {body:?} gave {other:?}"),
+            other => panic!("body {:?} gave {other:?}", String::from_utf8_lossy(body)),
         }
     }
 }
