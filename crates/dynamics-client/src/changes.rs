@@ -59,7 +59,7 @@ impl DynamicsClient {
         }
         let first = self.url(&query.to_relative_url());
         Ok(self
-            .page_stream::<Value>(first, true, true)
+            .page_stream::<Row>(first, true, true)
             .map(|page| page.and_then(to_change_page))
             .boxed())
     }
@@ -68,16 +68,14 @@ impl DynamicsClient {
     /// reported as [`ChangeRead::FullResyncNeeded`] rather than as an error.
     pub async fn changes_since(&self, delta_link: &str) -> Result<ChangeRead> {
         let url = self.same_origin(delta_link)?;
-        let (first, next) = match self.fetch_page::<Value>(url, true, true).await {
+        let (first, next) = match self.fetch_page::<Row>(url, true, true).await {
             Ok(page) => page,
             Err(Error::DeltaTokenExpired) => return Ok(ChangeRead::FullResyncNeeded),
             Err(other) => return Err(other),
         };
         let first = to_change_page(first)?;
         let rest = match next {
-            Some(url) => self
-                .page_stream::<Value>(Ok::<Url, Error>(url), true, true)
-                .left_stream(),
+            Some(url) => self.page_stream::<Row>(Ok::<Url, Error>(url), true, true).left_stream(),
             None => stream::empty().right_stream(),
         };
         Ok(ChangeRead::Changes(
@@ -88,27 +86,26 @@ impl DynamicsClient {
     }
 }
 
-pub(crate) fn to_change_page(page: Page<Value>) -> Result<ChangePage> {
+/// Sorts a page's entries into upserts and deletions. The rows were read as rows (a page whose entries are not all
+/// JSON objects is refused as it is read), their values decoded only when read: an upsert's by whoever reads it, a
+/// deletion's id here.
+pub(crate) fn to_change_page(page: Page<Row>) -> Result<ChangePage> {
     let changes = page
         .rows
         .into_iter()
-        .map(|row| match row {
-            Value::Object(map) if is_deleted(&map) => {
-                let id = map
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .and_then(|s| Uuid::parse_str(s).ok())
-                    .ok_or_else(|| Error::Decode {
-                        what: "a deleted-row entry".to_owned(),
-                        source: "its id is missing or not a GUID".into(),
-                    })?;
-                Ok(Change::Deleted(id))
+        .map(|row| {
+            if !is_deleted(&row) {
+                return Ok(Change::Upsert(row));
             }
-            Value::Object(map) => Ok(Change::Upsert(map.into())),
-            _ => Err(Error::Decode {
-                what: "a change".to_owned(),
-                source: "an entry is not a JSON object".into(),
-            }),
+            let id = row
+                .get("id")
+                .and_then(Value::as_str)
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .ok_or_else(|| Error::Decode {
+                    what: "a deleted-row entry".to_owned(),
+                    source: "its id is missing or not a GUID".into(),
+                })?;
+            Ok(Change::Deleted(id))
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(ChangePage {
@@ -117,9 +114,9 @@ pub(crate) fn to_change_page(page: Page<Value>) -> Result<ChangePage> {
     })
 }
 
-fn is_deleted(map: &serde_json::Map<String, Value>) -> bool {
-    map.get("@odata.context")
+fn is_deleted(row: &Row) -> bool {
+    row.get("@odata.context")
         .and_then(Value::as_str)
         .is_some_and(|c| c.ends_with("$deletedEntity"))
-        || map.get("reason").and_then(Value::as_str) == Some("deleted")
+        || row.get("reason").and_then(Value::as_str) == Some("deleted")
 }

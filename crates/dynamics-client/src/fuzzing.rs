@@ -34,7 +34,7 @@ pub fn page_of_rows(body: &[u8], api_base: &Url) -> Result<(Page<Row>, Option<Ur
 /// Decodes a change-tracking page (upserts and `$deletedEntity` rows) and checks its next link, as
 /// `DynamicsClient::track_changes` and `changes_since` do.
 pub fn change_page(body: &[u8], api_base: &Url) -> Result<(ChangePage, Option<Url>)> {
-    let (page, next) = crate::query::decode_page::<serde_json::Value>(body, "fuzz")?;
+    let (page, next) = crate::query::decode_page::<Row>(body, "fuzz")?;
     let next = next
         .map(|link| crate::query::same_origin_as(api_base, &link))
         .transpose()?;
