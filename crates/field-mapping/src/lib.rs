@@ -19,7 +19,7 @@ mod value;
 pub use diff::{Decision, FieldDiff};
 pub use error::{MappingError, Problem, ProblemList, ValueError};
 pub use metadata::{ColumnKind, ColumnMetadata, Drift, TableMetadata};
-pub use row::{LazyRow, Row};
+pub use row::{IntoIter as RowIntoIter, LazyRow, Row};
 pub use rust_decimal::Decimal;
 pub use spec::{ConflictStrategy, FieldKind, FieldMapping, FieldSpec, OnDelete, Owner, RecordMapping};
 pub use value::{AppRecord, AppValue, FORBIDDEN_KEY_CHARS, MAX_DECIMAL_MAGNITUDE};
