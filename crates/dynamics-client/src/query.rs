@@ -309,7 +309,8 @@ struct PageBody<T> {
 
 impl DynamicsClient {
     /// Reads a query page by page. Each page is requested only when the previous one has been consumed, so memory
-    /// holds one page at a time; `@odata.nextLink` is followed exactly as returned.
+    /// holds one page at a time; `@odata.nextLink` is followed exactly as returned. Rows read as [`Row`] keep each
+    /// value's JSON text and decode it when it is first read ([`LazyRow`]); other types are decoded at once.
     pub fn pages<T>(&self, query: &Query) -> impl Stream<Item = Result<Page<T>>> + Send + use<T>
     where
         T: DeserializeOwned + Send + 'static,

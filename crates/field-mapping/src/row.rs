@@ -1,8 +1,9 @@
 //! A Dataverse row or request body: column name to JSON value.
 //!
 //! A full read decodes hundreds of thousands of rows, each with the same dozen or so column names, so a row keeps its
-//! columns in one vector sorted by name (found by binary search) and shares each name with the rows decoded before
-//! it on the same thread instead of holding a string of its own.
+//! columns in one vector sorted by name (found by a scan, or by binary search in a row of more than a few dozen
+//! columns) and shares each name with the rows decoded before it on the same thread instead of holding a string of
+//! its own.
 //!
 //! A row read from a page of JSON text in memory ([`LazyRow`], which the Dynamics client uses for every page of
 //! rows) keeps its values as their JSON text, all in one string, and decodes a value the first time it is read: the
