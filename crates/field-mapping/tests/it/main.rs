@@ -6,6 +6,7 @@
 mod convert;
 mod diff;
 mod load;
+mod row;
 mod schema;
 
 use field_mapping::{FieldMapping, HLF_DEFAULT_MAPPING, RecordMapping};
