@@ -459,8 +459,9 @@ pub const IN_VALUES_PER_REQUEST: usize = 250;
 /// The body is checked to be UTF-8 once, as a whole, and then read as text: read as bytes, `serde_json` would check
 /// each string and each kept value on its own, a fifth of the page's decoding time in a full read.
 pub(crate) fn decode_page<T: DeserializeOwned + 'static>(body: &[u8], path: &str) -> Result<(Page<T>, Option<String>)> {
-    let body = std::str::from_utf8(body).map_err(|e| Error::decode(format!("a page of {path}"), e))?;
-    let refused = |e: serde_json::Error| Error::decode(format!("a page of {path}"), e);
+    let what = || format!("a page of {path}");
+    let body = std::str::from_utf8(body).map_err(|e| Error::decode(what(), e))?;
+    let refused = |e: serde_json::Error| Error::decode(what(), e);
     let (rows, next_link, count, delta_link) = if TypeId::of::<T>() == TypeId::of::<Row>() {
         let body: PageBody<LazyRow> = serde_json::from_str(body).map_err(refused)?;
         let rows: Vec<Row> = body.value.into_iter().map(Row::from).collect();
@@ -468,7 +469,7 @@ pub(crate) fn decode_page<T: DeserializeOwned + 'static>(body: &[u8], path: &str
         let rows = *(Box::new(rows) as Box<dyn Any>)
             .downcast::<Vec<T>>()
             .map_err(|_| Error::Decode {
-                what: format!("a page of {path}"),
+                what: what(),
                 source: "rows of an unexpected type".into(),
             })?;
         (rows, body.next_link, body.count, body.delta_link)

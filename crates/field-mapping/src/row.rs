@@ -106,9 +106,8 @@ impl Row {
         match self.position(&column) {
             Ok(i) => {
                 let kept = &mut self.columns[i];
-                let raw = std::mem::replace(&mut kept.raw, 0..0);
-                let old = std::mem::replace(&mut kept.value, OnceLock::from(value));
-                Some(old.into_inner().unwrap_or_else(|| decode(&self.text, &raw)))
+                let old = std::mem::replace(kept, Column::decoded(kept.name.clone(), value));
+                Some(old.into_value(&self.text))
             }
             Err(i) => {
                 self.columns.insert(i, Column::decoded(Arc::from(column), value));
